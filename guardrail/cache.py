@@ -1,0 +1,141 @@
+"""Disk cache of scored segments keyed by (scorer id, side, SHA-256 of the text).
+
+Baseline fitting and evaluation score thousands of texts; a re-run with the same scorer costs nothing.  One
+SQLite file (WAL mode, safe for several processes), values are zlib-compressed JSON in a columnar layout --
+no pickle.  The text itself is not stored (only its hash): the caller supplies it back on a hit.
+
+Location: ``$GUARDRAIL_CACHE_DIR`` or ``~/.cache/guardrail``; ``ScoreCache(None)`` is a no-op cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from .types import Flag, LogprobMode, Segment, Side, Token, TopLogprob
+
+__all__ = ["ScoreCache", "default_cache_path", "segment_from_dict", "segment_to_dict", "text_key"]
+
+_FORMAT = 1
+_FLAG_BITS = {f: 1 << i for i, f in enumerate(Flag)}
+
+
+def default_cache_path() -> Path:
+    root = os.environ.get("GUARDRAIL_CACHE_DIR") or Path.home() / ".cache" / "guardrail"
+    return Path(root) / "scores.sqlite"
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def segment_to_dict(seg: Segment) -> dict:
+    toks = seg.tokens
+    return {
+        "v": _FORMAT,
+        "side": seg.side.value, "backend": seg.backend, "model": seg.model, "tokenizer": seg.tokenizer,
+        "mode": seg.logprob_mode.value, "scorer_id": seg.scorer_id, "entropy_k": seg.entropy_k,
+        "n_chunks": seg.n_chunks, "notes": seg.notes,
+        "id": [t.token_id for t in toks],
+        "b": [t.bytes.hex() for t in toks],
+        "t": [t.text for t in toks],
+        "lp": [t.logprob for t in toks],
+        "se": [[t.start, t.end] for t in toks],
+        "f": [sum(_FLAG_BITS[f] for f in t.flags) for t in toks],
+        "h": [t.entropy for t in toks],
+        "top": [[[a.token, a.logprob, a.token_id] for a in t.top] for t in toks],
+    }
+
+
+def segment_from_dict(d: dict, text: str) -> Segment:
+    if d.get("v") != _FORMAT:
+        raise ValueError("cache entry of another format")
+    tokens = [
+        Token(
+            text=tt, bytes=bytes.fromhex(b), logprob=lp, token_id=tid, start=se[0], end=se[1],
+            top=tuple(TopLogprob(a[0], a[1], a[2]) for a in top),
+            flags=frozenset(f for f, bit in _FLAG_BITS.items() if fl & bit), entropy=h,
+        )
+        for tid, b, tt, lp, se, fl, h, top in zip(
+            d["id"], d["b"], d["t"], d["lp"], d["se"], d["f"], d["h"], d["top"], strict=True
+        )
+    ]
+    return Segment(
+        text=text, side=Side(d["side"]), tokens=tokens, backend=d["backend"], model=d["model"],
+        tokenizer=d["tokenizer"], logprob_mode=LogprobMode(d["mode"]), scorer_id=d["scorer_id"],
+        entropy_k=d["entropy_k"], n_chunks=d["n_chunks"], notes=list(d["notes"]),
+    )
+
+
+class ScoreCache:
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def _conn(self) -> sqlite3.Connection | None:
+        if self.path is None:
+            return None
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS scores (scorer_id TEXT NOT NULL, side TEXT NOT NULL, "
+                "text_sha256 TEXT NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (scorer_id, side, text_sha256))"
+            )
+            db.commit()
+            self._db = db
+        return self._db
+
+    def get_many(self, scorer_id: str, side: Side, texts: Iterable[str]) -> dict[str, Segment]:
+        """Cached segments by text (only the hits)."""
+        db = self._conn()
+        if db is None:
+            return {}
+        by_key = {text_key(t): t for t in texts}
+        out: dict[str, Segment] = {}
+        keys = list(by_key)
+        with self._lock:
+            for a in range(0, len(keys), 500):
+                part = keys[a : a + 500]
+                q = ",".join("?" * len(part))
+                rows = db.execute(
+                    f"SELECT text_sha256, payload FROM scores WHERE scorer_id=? AND side=? AND text_sha256 IN ({q})",
+                    [scorer_id, side.value, *part],
+                ).fetchall()
+                for k, payload in rows:
+                    try:
+                        seg = segment_from_dict(json.loads(zlib.decompress(payload)), by_key[k])
+                    except (ValueError, KeyError, TypeError, zlib.error):
+                        continue  # unreadable entry: treat as a miss, it will be overwritten
+                    out[by_key[k]] = seg
+        self.hits += len(out)
+        self.misses += len(by_key) - len(out)
+        return out
+
+    def put_many(self, segments: Iterable[Segment]) -> None:
+        db = self._conn()
+        if db is None:
+            return
+        rows = [
+            (s.scorer_id, s.side.value, text_key(s.text),
+             zlib.compress(json.dumps(segment_to_dict(s), separators=(",", ":")).encode(), 6))
+            for s in segments
+        ]
+        with self._lock:
+            db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)", rows)
+            db.commit()
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
