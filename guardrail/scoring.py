@@ -20,6 +20,7 @@ Definitions (all in nats unless the name says bits):
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,8 +69,21 @@ def window_means(values: np.ndarray, width: int) -> np.ndarray:
     return _means(_cumsum(v), width)
 
 
-def _cumsum(v: np.ndarray) -> np.ndarray:
-    c = np.empty(v.shape[0] + 1, dtype=np.float64)
+_scratch = threading.local()
+
+
+def _buffer(name: str, n: int) -> np.ndarray:
+    """Per-thread scratch array of at least ``n`` float64: fresh large arrays cost page faults that
+    dominate these microsecond-scale loops."""
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.shape[0] < n:
+        buf = np.empty(max(n, 4096), dtype=np.float64)
+        setattr(_scratch, name, buf)
+    return buf[:n]
+
+
+def _cumsum(v: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    c = np.empty(v.shape[0] + 1, dtype=np.float64) if out is None else out
     c[0] = 0.0
     np.cumsum(v, out=c[1:])
     return c
@@ -175,13 +189,14 @@ def _ppl(nll: float) -> float:
 
 
 def score_arrays(
-    a: TokenArrays, widths: Sequence[int] = DEFAULT_WIDTHS, entropy_k: int | None = None
+    a: TokenArrays, widths: Sequence[int] = DEFAULT_WIDTHS, entropy_k: int | None = None, *, curves: bool = False
 ) -> tuple[TextScore, dict[int, np.ndarray]]:
-    """Score one segment's columns.  Returns the summary and, per width, the window NLL at every
-    scored-token position (for plots and the terminal view)."""
+    """Score one segment's columns.  Returns the summary and, with ``curves=True``, per width the window NLL
+    at every scored-token position (for plots and the terminal view)."""
     widths = check_widths(widths)
-    valid = np.flatnonzero(~np.isnan(a.nll))
     n = int(a.nll.shape[0])
+    missing = np.isnan(a.nll)
+    valid = np.flatnonzero(~missing) if missing.any() else np.arange(n)
     n_scored = int(valid.shape[0])
     ent = a.entropy[~np.isnan(a.entropy)]
     whole = WholeStats(
@@ -193,27 +208,28 @@ def score_arrays(
     )
     if n_scored == 0:
         return TextScore(whole=whole, windows=[], max_window=None), {}
-    v = a.nll[valid]
+    v = a.nll[valid] if n_scored < n else a.nll
     total = float(v.sum())
-    nb = int(a.nbytes[valid].sum())
+    nb = int(a.nbytes[valid].sum()) if n_scored < n else int(a.nbytes.sum())
     whole.nll = total / n_scored
     whole.ppl = _ppl(whole.nll)
     whole.bits_per_byte = total / LN2 / nb if nb else None
-    c = _cumsum(v)
+    c = _cumsum(v, _buffer("cumsum", n_scored + 1))
     windows: list[WindowStat] = []
-    curves: dict[int, np.ndarray] = {}
+    out: dict[int, np.ndarray] = {}
     for w in widths:
         eff = min(w, n_scored)
-        means = _means(c, eff)
-        i = int(np.argmax(means))  # first maximum
+        sums = np.subtract(c[eff:], c[:-eff], out=_buffer("sums", n_scored - eff + 1))  # argmax needs no division
+        i = int(np.argmax(sums))  # first maximum
         first, last = int(valid[i]), int(valid[i + eff - 1])
-        m = float(means[i])
+        m = float(sums[i]) / eff
         windows.append(WindowStat(
             width=w, effective_width=eff, nll=m, ppl=_ppl(m),
             start=int(a.start[first]), end=int(a.end[last]), token_start=first, token_end=last + 1,
         ))
-        curves[w] = means
-    return TextScore(whole=whole, windows=windows, max_window=windows[0]), curves
+        if curves:
+            out[w] = sums / eff
+    return TextScore(whole=whole, windows=windows, max_window=windows[0]), out
 
 
 def score_segment(seg: Segment, widths: Sequence[int] = DEFAULT_WIDTHS) -> TextScore:

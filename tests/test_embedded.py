@@ -37,8 +37,8 @@ def test_fluent_english_far_below_the_same_tokens_shuffled(backend, fluent_text)
     assert s.whole.nll - f.whole.nll > 3.0
     from guardrail.scoring import TokenArrays, score_arrays
 
-    _, fc = score_arrays(TokenArrays.from_segment(fluent), (16,))
-    _, sc = score_arrays(TokenArrays.from_segment(shuffled), (16,))
+    _, fc = score_arrays(TokenArrays.from_segment(fluent), (16,), curves=True)
+    _, sc = score_arrays(TokenArrays.from_segment(shuffled), (16,), curves=True)
     assert fc[16].max() < np.median(sc[16])
 
 

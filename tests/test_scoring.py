@@ -50,7 +50,7 @@ def test_max_window_equals_naive_over_scored_tokens(nll, excluded, widths):
     excluded = {i for i in excluded if i < len(nll)}
     a = _arrays(nll, excluded)
     valid = [i for i in range(len(nll)) if i not in excluded]
-    score, curves = score_arrays(a, widths)
+    score, curves = score_arrays(a, widths, curves=True)
     if not valid:
         assert score.whole.nll is None and score.max_window is None and score.windows == []
         return

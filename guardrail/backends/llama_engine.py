@@ -207,6 +207,7 @@ class LlamaEngine:
         cp.n_threads = self.n_threads
         cp.n_threads_batch = self.n_threads
         cp.no_perf = True
+        cp.flash_attn_type = L.LLAMA_FLASH_ATTN_TYPE_ENABLED  # measured ~15% faster than disabled on CPU
         ctx = L.llama_init_from_model(model, cp)
         if not ctx:
             L.llama_model_free(model)

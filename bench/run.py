@@ -1,0 +1,213 @@
+"""`make bench`: speed and memory figures, each with a reference measured in the same run.
+
+Writes bench/results.json and bench/results.md.  Not a test: nothing here passes or fails.
+
+* windows: the scoring core's max-window search over 32,768 tokens x 3 widths vs a naive Python loop.
+* embedded: teacher-forced scoring throughput on 512-token texts with 2 threads -- guardrail's engine
+  (compute f16, the default; and the GGUF's native Q4_1) vs a plain llama-cpp-python loop (``Llama(logits_all=True)``,
+  ``eval``, numpy log-softmax over ``scores``).  Each configuration runs in its own process so that its peak
+  RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GFLOP_PER_TOKEN = 0.27  # ~2 x 135M parameters
+N_TEXTS = 12
+TEXT_TOKENS = 512
+THREADS = 2
+
+
+def _median_time(fn, repeat: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def bench_windows() -> dict:
+    from guardrail.scoring import TokenArrays, _buffer, _cumsum, score_arrays
+
+    n, widths = 32768, (8, 16, 32)
+    rng = np.random.default_rng(0)
+    nll = rng.gamma(2.0, 1.5, n)
+    arrays = TokenArrays(nll=nll, start=np.arange(n), end=np.arange(n) + 1, nbytes=np.ones(n, np.int64),
+                         entropy=np.full(n, np.nan))
+
+    def core():  # exactly what score_arrays runs per text, without the report objects
+        c = _cumsum(nll, _buffer("cumsum", n + 1))
+        return [int(np.argmax(np.subtract(c[w:], c[:-w], out=_buffer("sums", n - w + 1)))) for w in widths]
+
+    def naive():
+        vals = nll.tolist()
+        out = []
+        for w in widths:
+            best, arg = -1.0, 0
+            for i in range(n - w + 1):
+                m = sum(vals[i : i + w]) / w
+                if m > best:
+                    best, arg = m, i
+            out.append(arg)
+        return out
+
+    assert core() == naive()
+    t_core = _median_time(core, 300)
+    t_full = _median_time(lambda: score_arrays(arrays, widths), 100)
+    t_naive = _median_time(naive, 3)
+    return {
+        "tokens": n, "widths": list(widths),
+        "core_ms": round(t_core * 1e3, 4), "score_arrays_ms": round(t_full * 1e3, 4),
+        "naive_loop_ms": round(t_naive * 1e3, 2),
+        "speedup_core_vs_naive": round(t_naive / t_core, 1),
+        "goal_ms": 0.2,
+        "what": "core = cumsum + per-width window sums + argmax; score_arrays adds whole-text stats and the report objects",
+    }
+
+
+def _texts() -> list[str]:
+    """512-token texts: WikiText-2 from ../shared when present, else the repo's test paragraph repeated."""
+    shared = ROOT.parent / "shared" / "data" / "domains" / "general_wiki.jsonl"
+    if shared.exists():
+        docs = [json.loads(line)["text"] for line in shared.open(encoding="utf-8")]
+        return [" ".join(docs)]
+    para = json.loads((ROOT / "tests" / "data" / "fluent_english.jsonl").read_text())["text"]
+    return [" ".join([para] * 80)]
+
+
+def _cut(engine_tokenize, pieces, source: str) -> list[str]:
+    ids = engine_tokenize(source.encode())
+    texts = []
+    for a in range(0, len(ids) - TEXT_TOKENS, TEXT_TOKENS):
+        texts.append(b"".join(pieces[i] for i in ids[a : a + TEXT_TOKENS]).decode("utf-8", "replace"))
+        if len(texts) == N_TEXTS:
+            break
+    return texts
+
+
+def child(kind: str) -> dict:
+    """Runs in a subprocess: one configuration, returns its figures."""
+    from guardrail.backends.llamacpp import LlamaCppBackend
+    from guardrail.models import default_model_path
+
+    source = _texts()[0]
+    if kind == "llama_cpp_python_loop":
+        import llama_cpp
+
+        llm = llama_cpp.Llama(str(default_model_path()), n_ctx=2048, n_batch=512, logits_all=True,
+                              n_threads=THREADS, n_threads_batch=THREADS, verbose=False)
+        pieces = [llm.detokenize([i]) for i in range(llm.n_vocab())]
+        texts = _cut(lambda b: llm.tokenize(b, add_bos=False, special=False), pieces, source)
+        toks = [llm.tokenize(t.encode(), add_bos=False, special=False) for t in texts]
+
+        def run():
+            out = []
+            for ids in toks:
+                llm.reset()
+                llm.eval(ids)
+                z = llm.scores[: len(ids) - 1].astype(np.float64)
+                lse = np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1)
+                out.append(z[np.arange(len(ids) - 1), ids[1:]] - lse)
+            return out
+    else:
+        compute = {"guardrail_f16": "f16", "guardrail_native_q4_1": "native"}[kind]
+        backend = LlamaCppBackend(compute=compute, n_threads=THREADS)
+        eng = backend.engine
+        texts = _cut(eng.tokenize, eng.pieces, source)
+        toks = [eng.tokenize(t.encode()) for t in texts]
+
+        def run():
+            return backend.score_blocking(texts)
+
+    run()  # warm-up
+    n_tokens = sum(len(t) for t in toks)
+    best = min(_timed(run) for _ in range(2))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tps = n_tokens / best
+    return {"tokens": n_tokens, "seconds": round(best, 3), "tokens_per_s": round(tps, 1),
+            "gflop_per_s": round(tps * GFLOP_PER_TOKEN, 1), "peak_rss_mib": round(rss, 1)}
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def bench_embedded() -> dict:
+    out = {}
+    for kind in ("llama_cpp_python_loop", "guardrail_native_q4_1", "guardrail_f16"):
+        p = subprocess.run([sys.executable, __file__, "--child", kind], capture_output=True, text=True, timeout=1800)
+        if p.returncode != 0:
+            out[kind] = {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
+            continue
+        out[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+    ref = out.get("llama_cpp_python_loop", {}).get("tokens_per_s")
+    for v in out.values():
+        if ref and "tokens_per_s" in v:
+            v["ratio_to_llama_cpp_python_loop"] = round(v["tokens_per_s"] / ref, 2)
+    out["setup"] = {"texts": N_TEXTS, "tokens_per_text": TEXT_TOKENS, "threads": THREADS, "goal_tokens_per_s": 500,
+                    "gflop_per_token": GFLOP_PER_TOKEN}
+    return out
+
+
+def markdown(res: dict) -> str:
+    w = res["windows"]
+    lines = [
+        "# Benchmarks", "", f"Measured {res['date']} on {res['machine']} ({res['cpus']} CPUs), by `make bench`.", "",
+        "## Window scoring (32,768 tokens x 3 widths)", "",
+        "| what | ms | vs naive loop |", "|---|---|---|",
+        f"| core (cumsum, window sums, argmax) | {w['core_ms']} | {w['speedup_core_vs_naive']}x faster |",
+        f"| score_arrays (with whole-text stats, report objects) | {w['score_arrays_ms']} | |",
+        f"| naive Python loop | {w['naive_loop_ms']} | 1x |", "",
+        "## Embedded scoring, 512-token texts, 2 threads", "",
+        "| engine | tokens/s | GFLOP/s | peak RSS MiB | vs llama-cpp-python loop |", "|---|---|---|---|---|",
+    ]
+    for k, v in res["embedded"].items():
+        if k == "setup":
+            continue
+        if "error" in v:
+            lines.append(f"| {k} | error: {v['error']} | | | |")
+            continue
+        lines.append(f"| {k} | {v['tokens_per_s']} | {v['gflop_per_s']} | {v['peak_rss_mib']} | "
+                     f"{v.get('ratio_to_llama_cpp_python_loop', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    ap.add_argument("--child")
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    res = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "windows": bench_windows(),
+        "embedded": bench_embedded(),
+    }
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(res))
+    print(markdown(res))
+
+
+if __name__ == "__main__":
+    main()
