@@ -24,6 +24,15 @@ app = typer.Typer(
 )
 
 
+def _register_subcommands() -> None:
+    from .cli_baseline import app as baseline_app
+
+    app.add_typer(baseline_app, name="baseline")
+
+
+_register_subcommands()
+
+
 def _fail(msg: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(code)

@@ -1,0 +1,106 @@
+"""Corpora and the units a baseline is fitted on.
+
+A unit is a text as the guard will see it: a prompt, an output, or, for document corpora, a chunk cut from a
+document at a whitespace boundary.  Chunk lengths cycle through a stated list of character lengths so that
+the baseline covers short and long texts (thresholds are length-aware).  Every unit keeps its document's group
+key, so splits never separate chunks of one document.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["Record", "Unit", "cut_units", "read_records"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    text: str
+    group: str  # the group key: document text, goal, or the text itself
+    meta: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    text: str
+    group: str
+    doc_index: int
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+
+
+def read_records(path: str | Path, text_field: str = "text", group_field: str | None = None) -> list[Record]:
+    """Records of a JSONL file (one JSON object a line) or of a plain text file (one document)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    body = _decode(raw, path)
+    if path.suffix not in (".jsonl", ".json", ".ndjson"):
+        if not body.strip():
+            raise InputError(f"{path}: empty corpus")
+        return [Record(body, body, {})]
+    out: list[Record] = []
+    for lineno, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(rec, dict) or text_field not in rec:
+            raise InputError(f"{path}:{lineno}: record has no field {text_field!r}")
+        text = rec[text_field]
+        if not isinstance(text, str):
+            raise InputError(f"{path}:{lineno}: field {text_field!r} is not a string")
+        if not text.strip():
+            continue
+        group = text
+        if group_field is not None:
+            if group_field not in rec:
+                raise InputError(f"{path}:{lineno}: record has no group field {group_field!r}")
+            group = str(rec[group_field])
+        out.append(Record(text, group, {k: v for k, v in rec.items() if k != text_field}))
+    if not out:
+        raise InputError(f"{path}: empty corpus (no record with a non-empty {text_field!r})")
+    return out
+
+
+def cut_units(
+    records: Sequence[Record], lengths: Sequence[int] | None, *, max_per_doc: int, max_units: int | None = None
+) -> list[Unit]:
+    """Whole records as units (``lengths`` None), or chunks of the given character lengths, cycling, cut at
+    the last whitespace before each target length; at most ``max_per_doc`` chunks per document, taken from
+    its start."""
+    units: list[Unit] = []
+    for di, rec in enumerate(records):
+        if lengths is None:
+            units.append(Unit(rec.text, rec.group, di))
+        else:
+            text, pos, k = rec.text, 0, 0
+            while pos < len(text) and k < max_per_doc:
+                want = lengths[(di + k) % len(lengths)]
+                end = min(len(text), pos + want)
+                if end < len(text):
+                    cut = text.rfind(" ", pos + want // 2, end)
+                    cut = max(cut, text.rfind("\n", pos + want // 2, end))
+                    end = cut if cut > pos else end
+                chunk = text[pos:end].strip()
+                if len(chunk) >= min(lengths) // 4:
+                    units.append(Unit(chunk, rec.group, di))
+                    k += 1
+                pos = end
+        if max_units is not None and len(units) >= max_units:
+            return units[:max_units]
+    return units

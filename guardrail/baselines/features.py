@@ -1,0 +1,80 @@
+"""Signals and the feature vector of one scored text (pure numpy).
+
+Signals are what baselines calibrate; each has the tail(s) that make it suspicious:
+
+=================  ======  ==================================================================================
+``max_w{w}``       high    top window NLL at width w: a burst of surprising tokens (GCG suffix, corruption)
+``min_w{w}``       low     lowest window NLL: a stretch the model finds abnormally predictable (filler, loops)
+``whole_nll``      both    mean NLL of the whole text
+``bits_per_byte``  both    tokenizer-independent surprise
+``mean_entropy``   both    mean entropy of the predictive distribution (exact or a top-k lower bound)
+``distinct``       low     distinct token ids / tokens: repetition
+``spike_frac``     high    share of width-8 windows more than 2 nats above the text's own mean
+``excluded_frac``  high    share of tokens with no usable logprob (clamped, missing)
+=================  ======  ==================================================================================
+
+Texts shorter than a width use one window over all their tokens (see guardrail.scoring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from ..scoring import TokenArrays, window_means
+from ..types import Segment
+
+__all__ = ["FEATURE_TAILS", "Tail", "feature_names", "features"]
+
+Tail = Literal["high", "low", "both"]
+
+FEATURE_TAILS: dict[str, Tail] = {
+    "whole_nll": "both", "bits_per_byte": "both", "mean_entropy": "both", "distinct": "low",
+    "spike_frac": "high", "excluded_frac": "high",
+}
+
+
+def feature_names(widths: Sequence[int]) -> list[str]:
+    return [f"max_w{w}" for w in widths] + [f"min_w{w}" for w in widths] + list(FEATURE_TAILS)
+
+
+def tail_of(name: str) -> Tail:
+    if name.startswith("max_w"):
+        return "high"
+    if name.startswith("min_w"):
+        return "low"
+    return FEATURE_TAILS[name]
+
+
+def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
+    """Feature dict of a segment, or None when it is unscorable (no token with a logprob)."""
+    a = TokenArrays.from_segment(seg)
+    ok = ~np.isnan(a.nll)
+    v = a.nll[ok]
+    n = int(v.shape[0])
+    if n == 0:
+        return None
+    out: dict[str, float] = {}
+    for w in widths:
+        m = window_means(v, min(w, n))
+        out[f"max_w{w}"] = float(m.max())
+        out[f"min_w{w}"] = float(m.min())
+    total = float(v.sum())
+    nbytes = int(a.nbytes[ok].sum()) or 1
+    ent = a.entropy[~np.isnan(a.entropy)]
+    ids = [t.token_id for t in seg.tokens if t.token_id is not None]
+    m8 = window_means(v, min(8, n))
+    mean = total / n
+    n_tok = int(a.nll.shape[0])
+    out.update(
+        whole_nll=mean,
+        bits_per_byte=total / np.log(2.0) / nbytes,
+        mean_entropy=float(ent.mean()) if ent.size else float("nan"),
+        distinct=len(set(ids)) / len(ids) if ids else 1.0,
+        spike_frac=float((m8 > mean + 2.0).mean()),
+        excluded_frac=(a.n_clamped + a.n_missing) / n_tok if n_tok else 0.0,
+    )
+    out["n_scored"] = float(n)
+    return out

@@ -1,0 +1,118 @@
+"""The Baseline: everything a threshold depends on, in one JSON file (no pickle).
+
+A baseline is fitted for one (scorer, domain, side, logprob mode).  The file records the scorer (model,
+tokenizer, logprob mode, every setting in its id), domain, side, window widths, how units were cut, the
+corpus hash and sizes, the calibrator (reference distributions and calibration scores), target alphas, fit
+date, the hashes of the groups used in fitting (so evaluations can drop them), the realised flag rates on the
+held-back split, and a SHA-256 checksum of all that: an edited file is refused as tampered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..backends.base import ScorerInfo
+from ..errors import ConfigError
+from .conformal import Assessment, Calibrator
+
+__all__ = ["FORMAT", "Baseline", "BaselineError", "RateReport", "load_baseline", "save_baseline"]
+
+FORMAT = "guardrail.baseline/1"
+
+
+class BaselineError(ConfigError):
+    """A baseline file is unreadable, invalid, tampered with, or for another scorer."""
+
+
+class RateReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float
+    n: int
+    flags: int
+    flag_rate: float
+
+
+class Baseline(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["guardrail.baseline/1"] = FORMAT
+    domain: str
+    side: Literal["prompt", "output", "text"]
+    scorer_id: str
+    model: str
+    tokenizer: str
+    logprob_mode: str
+    widths: list[int]
+    unit: dict[str, Any]
+    corpus: dict[str, Any]
+    calibrator: Calibrator
+    target_alphas: list[float]
+    fit_date: str
+    training_groups: list[str] = Field(default_factory=list)
+    test_rates: list[RateReport] = Field(default_factory=list)
+    checksum: str = ""
+
+    @property
+    def id(self) -> str:
+        """``domain/side@<12 hex of the scorer id>#<8 hex of the content>``: short, unique, stable."""
+        sc = hashlib.sha256(self.scorer_id.encode()).hexdigest()[:12]
+        return f"{self.domain}/{self.side}@{sc}#{(self.checksum or self._digest())[:8]}"
+
+    def _digest(self) -> str:
+        body = self.model_dump(mode="json", exclude={"checksum"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def check_scorer(self, scorer: ScorerInfo, where: str = "baseline") -> None:
+        for field, mine, theirs in (
+            ("model", self.model, scorer.model), ("tokenizer", self.tokenizer, scorer.tokenizer),
+            ("logprob mode", self.logprob_mode, scorer.logprob_mode.value), ("scorer", self.scorer_id, scorer.id),
+        ):
+            if mine != theirs:
+                raise BaselineError(
+                    f"{where}: fitted for {field} {mine!r}, but the scorer in use has {theirs!r}; "
+                    f"fit a baseline for this scorer (guardrail baseline fit)"
+                )
+
+    def assess(self, feat: dict[str, float], alpha: float) -> Assessment:
+        return self.calibrator.assess(feat, alpha)
+
+
+def save_baseline(b: Baseline, path: str | Path) -> Path:
+    b.checksum = b._digest()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(b.model_dump(mode="json"), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_baseline(path: str | Path, scorer: ScorerInfo | None = None) -> Baseline:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot read baseline ({e.strerror or e})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BaselineError(f"{path}: not a JSON baseline file ({e})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BaselineError(f"{path}: not a guardrail baseline (format must be {FORMAT!r})")
+    try:
+        b = Baseline.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise BaselineError(f"{path}: invalid baseline at {loc}: {err['msg']}") from None
+    if b.checksum != b._digest():
+        raise BaselineError(f"{path}: checksum mismatch: the file was modified after fitting (tampered)")
+    if scorer is not None:
+        b.check_scorer(scorer, str(path))
+    return b

@@ -1,0 +1,32 @@
+"""One split rule for fitting and evaluation alike: by a hash of the group key, never by record or chunk.
+
+Group keys: the document for corpora (its text), ``goal`` for attack prompts, the text otherwise.  A group
+lands in ``train`` (per-signal reference distributions, detector), ``calib`` (conformal thresholds) or
+``test`` (held back: realised false-alarm rates, evaluation).  Fitted artefacts record the hashes of their
+training groups so that evaluation can drop records seen in fitting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+__all__ = ["SALT", "Split", "group_hash", "split_of"]
+
+Split = Literal["train", "calib", "test"]
+SALT = "guardrail-split-v1"
+FRACTIONS: tuple[tuple[Split, float], ...] = (("train", 0.4), ("calib", 0.3), ("test", 0.3))
+
+
+def group_hash(key: str) -> str:
+    return hashlib.sha256(f"{SALT}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def split_of(key: str) -> Split:
+    u = int(group_hash(key), 16) / 16**16  # uniform in [0, 1)
+    acc = 0.0
+    for name, frac in FRACTIONS:
+        acc += frac
+        if u < acc:
+            return name
+    return FRACTIONS[-1][0]

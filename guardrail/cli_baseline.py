@@ -1,0 +1,181 @@
+"""``guardrail baseline fit | show | check``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import ConfigError, GuardrailError
+
+app = typer.Typer(no_args_is_help=True, help="Fit, inspect and check calibrated per-domain baselines.")
+
+DataOpt = Annotated[list[Path], typer.Option("--data", help="JSONL file(s) (or text files, one document each)")]
+FieldOpt = Annotated[str, typer.Option("--text-field", help="field holding the text")]
+GroupOpt = Annotated[str | None, typer.Option("--group-field", help="field grouping records for splits (default: the text)")]
+ChunkOpt = Annotated[str, typer.Option("--chunk-chars", help="cut documents into chunks of these character lengths, cycling (e.g. 256,512,1024); 'none' = whole records")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="score cache directory (default ~/.cache/guardrail)")]
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="GGUF file (default: the embedded SmolLM2)")]
+
+
+def _fail(e: GuardrailError) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(e.exit_code)
+
+
+def _chunks(spec: str) -> list[int] | None:
+    if spec.strip().lower() == "none":
+        return None
+    try:
+        out = [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise ConfigError(f"--chunk-chars takes integers separated by commas or 'none', got {spec!r}") from None
+    if any(x < 16 for x in out):
+        raise ConfigError("--chunk-chars lengths must be >= 16")
+    return out
+
+
+def _alpha(a: float) -> float:
+    if not 0 < a < 1:
+        raise ConfigError(f"alpha must be in (0, 1), got {a}")
+    return a
+
+
+def _cache(cache_dir: Path | None):
+    from .cache import ScoreCache, default_cache_path
+
+    return ScoreCache(cache_dir / "scores.sqlite" if cache_dir else default_cache_path())
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(transient=True, console=Console(stderr=True))
+
+
+@app.command()
+def fit(
+    data: DataOpt,
+    domain: Annotated[str, typer.Option("--domain", help="domain id (corpus file stem, e.g. code_python)")],
+    out: Annotated[Path, typer.Option("--out", help="where to write the baseline JSON")],
+    text_field: FieldOpt = "text",
+    group_field: GroupOpt = None,
+    side: Annotated[str, typer.Option("--side", help="prompt | output | text")] = "text",
+    alpha: Annotated[list[float], typer.Option("--alpha", help="target false-alarm rate(s)")] = [0.01, 0.05],  # noqa: B006
+    chunk_chars: ChunkOpt = "none",
+    max_per_doc: Annotated[int, typer.Option("--max-per-doc", help="chunks per document at most")] = 1000,
+    max_units: Annotated[int | None, typer.Option("--max-units", help="units per domain at most")] = None,
+    cache_dir: CacheOpt = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fit a baseline: score the corpus, split by group hash, calibrate on the calib split, report test rates."""
+    from .backends.llamacpp import LlamaCppBackend
+    from .baselines.corpus import cut_units, read_records
+    from .baselines.fit import files_sha256, fit_baseline
+    from .baselines.model import save_baseline
+    from .types import Side
+
+    try:
+        alphas = [_alpha(a) for a in alpha]
+        try:
+            side_v = Side(side)
+        except ValueError:
+            raise ConfigError(f"--side must be prompt, output or text, got {side!r}") from None
+        lengths = _chunks(chunk_chars)
+        records = [r for p in data for r in read_records(p, text_field, group_field)]
+        units = cut_units(records, lengths, max_per_doc=max_per_doc, max_units=max_units)
+        backend = LlamaCppBackend(model)
+        cache = _cache(cache_dir)
+        with _progress() as bar:
+            task = bar.add_task(f"scoring {domain}", total=len(units))
+            b, _ = asyncio.run(fit_baseline(
+                backend, units, domain=domain, side=side_v, alphas=alphas,
+                unit={"kind": "chunk" if lengths else "record", "chunk_chars": lengths, "max_per_doc": max_per_doc},
+                corpus={"files": [p.name for p in data], "sha256": files_sha256(data), "n_records": len(records)},
+                cache=cache, progress=lambda n: bar.advance(task, n),
+            ))
+        save_baseline(b, out)
+        summary = {"baseline": b.id, "path": str(out), "corpus": b.corpus,
+                   "test_rates": [r.model_dump() for r in b.test_rates]}
+        typer.echo(json.dumps(summary) if as_json else f"wrote {out} ({b.id}); test flag rates: "
+                   + ", ".join(f"alpha={r.alpha:g}: {r.flag_rate:.4f} (n={r.n})" for r in b.test_rates))
+    except GuardrailError as e:
+        _fail(e)
+
+
+@app.command()
+def show(
+    baseline: Annotated[str, typer.Argument(help="baseline file, or a shipped domain id (e.g. code_python)")],
+    side: Annotated[str, typer.Option("--side")] = "text",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show what a baseline was fitted on and its realised flag rates."""
+    from .baselines.registry import resolve
+
+    try:
+        b = resolve(baseline, side)
+        doc = {"baseline": b.id, "domain": b.domain, "side": b.side, "scorer_id": b.scorer_id,
+               "widths": b.widths, "unit": b.unit, "corpus": b.corpus, "signals": b.calibrator.signals,
+               "length_buckets": [{"lo": x.lo, "hi": x.hi, "n_calib": len(x.calib)} for x in b.calibrator.buckets],
+               "target_alphas": b.target_alphas, "fit_date": b.fit_date,
+               "test_rates": [r.model_dump() for r in b.test_rates]}
+        typer.echo(json.dumps(doc) if as_json else json.dumps(doc, indent=2))
+    except GuardrailError as e:
+        _fail(e)
+
+
+@app.command()
+def check(
+    data: DataOpt,
+    domain: Annotated[str | None, typer.Option("--domain", help="shipped domain id or a baseline file")] = None,
+    text_field: FieldOpt = "text",
+    group_field: GroupOpt = None,
+    side: Annotated[str, typer.Option("--side")] = "text",
+    alpha: Annotated[float, typer.Option("--alpha")] = 0.01,
+    chunk_chars: ChunkOpt = "none",
+    max_per_doc: Annotated[int, typer.Option("--max-per-doc")] = 1000,
+    limit: Annotated[int | None, typer.Option("--limit", help="check at most N units")] = None,
+    cache_dir: CacheOpt = None,
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Realised flag rate of a baseline on texts not used to fit it (records of its training groups are dropped)."""
+    from .backends.llamacpp import LlamaCppBackend
+    from .baselines.corpus import cut_units, read_records
+    from .baselines.fit import binomial_interval, featurize
+    from .baselines.registry import resolve
+    from .baselines.splits import group_hash
+    from .types import Side
+
+    try:
+        a = _alpha(alpha)
+        if domain is None:
+            raise ConfigError("--domain is required: the domain router is not available in this release")
+        b = resolve(domain, side)
+        backend = LlamaCppBackend(model)
+        b.check_scorer(backend.scorer, domain)
+        records = [r for p in data for r in read_records(p, text_field, group_field)]
+        trained = set(b.training_groups)
+        kept = [r for r in records if group_hash(r.group) not in trained]
+        units = cut_units(kept, _chunks(chunk_chars), max_per_doc=max_per_doc, max_units=limit)
+        cache = _cache(cache_dir)
+        with _progress() as bar:
+            task = bar.add_task("scoring", total=len(units))
+            feats = asyncio.run(featurize(backend, [u.text for u in units], Side(b.side), b.widths, cache,
+                                          lambda n: bar.advance(task, n)))
+        ok = [f for f in feats if f is not None]
+        flags = sum(b.assess(f, a).flag for f in ok)
+        n = len(ok)
+        lo, hi = binomial_interval(flags, n) if n else (0.0, 1.0)
+        doc = {"n": n, "flag_rate": flags / n if n else None, "alpha": a, "baseline": b.id, "flags": flags,
+               "n_unscorable": len(feats) - n, "n_dropped_training": len(records) - len(kept),
+               "binomial_99": [lo, hi]}
+        typer.echo(json.dumps(doc) if as_json else
+                   f"{b.id}: {flags}/{n} flagged = {doc['flag_rate']:.4f} at alpha={a:g} (99% CI {lo:.4f}-{hi:.4f})")
+    except GuardrailError as e:
+        _fail(e)

@@ -1,0 +1,120 @@
+"""`make baselines`: fit the shipped starter baselines for the embedded model, reproducibly.
+
+From the development set (../shared/data, or DATA_DIR): one corpus baseline (side ``text``) per domain corpus,
+a prompt-side baseline from prompts/benign.jsonl (domain ``general``, side ``prompt``), and one global baseline
+fitted on all domains pooled (to show where a single baseline is miscalibrated).  Splits are by a hash of the
+group key (the document), made by the same rule evaluation uses.  Caps keep the run within ~45 minutes on
+2 cores: documents are visited in hash order, at most MAX_PER_DOC chunks each, MAX_UNITS chunks per domain.
+
+Writes guardrail/data/baselines/<domain>.<side>.json and guardrail/data/baselines/results.json (the realised
+flag rates on each domain's held-back test split, per-domain and global).  Scores are cached, so a re-run
+only re-fits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scipy.stats import binom  # noqa: E402
+
+from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
+from guardrail.baselines.corpus import cut_units, read_records  # noqa: E402
+from guardrail.baselines.fit import binomial_interval, files_sha256, fit_baseline, flag_rate  # noqa: E402
+from guardrail.baselines.model import save_baseline  # noqa: E402
+from guardrail.baselines.splits import group_hash  # noqa: E402
+from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
+from guardrail.types import Side  # noqa: E402
+
+DOMAINS = ["general_wiki", "general_chat", "code_python", "legal_contracts", "medical_qa", "medical_abstracts",
+           "support_dialogues"]
+CHUNK_CHARS = [256, 512, 1024]
+MAX_PER_DOC = 16
+MAX_UNITS = 900
+ALPHAS = [0.01, 0.05]
+OUT = ROOT / "guardrail" / "data" / "baselines"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def domain_units(path: Path):
+    records = read_records(path)
+    records.sort(key=lambda r: group_hash(r.group))  # deterministic, not file order
+    return records, cut_units(records, CHUNK_CHARS, max_per_doc=MAX_PER_DOC, max_units=MAX_UNITS)
+
+
+def rate_row(rep, alpha: float) -> dict:
+    n, k = rep.n, rep.flags
+    lo, hi = binomial_interval(k, n)
+    band_ok = n >= 1500 if alpha <= 0.01 else n >= 300
+    # where n is too small for [0.5a, 1.5a], the check is the exact 99% binomial interval of Binomial(n, a)
+    klo, khi = int(binom.ppf(0.005, n, alpha)), int(binom.ppf(0.995, n, alpha))
+    return {"alpha": alpha, "n": n, "flags": k, "flag_rate": rep.flag_rate, "ci99": [lo, hi],
+            "band": [0.5 * alpha, 1.5 * alpha], "band_applies": band_ok, "expected_flags_99": [klo, khi],
+            "within": (0.5 * alpha <= rep.flag_rate <= 1.5 * alpha) if band_ok else (klo <= k <= khi)}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    args = ap.parse_args()
+    data = Path(args.data)
+    if not data.exists():
+        sys.exit(f"error: {data} not found: make baselines needs the development set (../shared/data)")
+    backend = LlamaCppBackend()
+    cache = ScoreCache(default_cache_path())
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: dict = {"scorer_id": backend.scorer.id, "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC,
+                     "max_units": MAX_UNITS, "alphas": ALPHAS, "per_domain": {}, "global": {}, "prompt": {}}
+    unit_desc = {"kind": "chunk", "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC, "max_units": MAX_UNITS}
+    all_units, test_feats = [], {}
+    for d in DOMAINS:
+        path = data / "domains" / f"{d}.jsonl"
+        records, units = domain_units(path)
+        log(f"{d}: {len(records)} documents -> {len(units)} units")
+        b, feats = await fit_baseline(
+            backend, units, domain=d, side=Side.TEXT, alphas=ALPHAS, unit=unit_desc,
+            corpus={"files": [path.name], "sha256": files_sha256([path]), "n_records": len(records)}, cache=cache,
+        )
+        save_baseline(b, OUT / f"{d}.text.json")
+        test_feats[d] = feats["test"]
+        results["per_domain"][d] = {"baseline": b.id, "rates": [rate_row(r, r.alpha) for r in b.test_rates]}
+        log(f"{d}: " + ", ".join(f"a={r.alpha}: {r.flags}/{r.n}" for r in b.test_rates))
+        all_units.extend(units)
+    # one global baseline on all domains pooled (scores come from the cache)
+    g, _ = await fit_baseline(
+        backend, all_units, domain="global", side=Side.TEXT, alphas=ALPHAS, unit=unit_desc,
+        corpus={"files": [f"{d}.jsonl" for d in DOMAINS], "n_records": None,
+                "sha256": files_sha256([data / "domains" / f"{d}.jsonl" for d in DOMAINS])}, cache=cache,
+    )
+    save_baseline(g, OUT / "global.text.json")
+    for d in DOMAINS:
+        results["global"][d] = {"baseline": g.id, "rates": [rate_row(flag_rate(g, test_feats[d], a), a) for a in ALPHAS]}
+    log("global: " + ", ".join(f"{d} a=0.01: {results['global'][d]['rates'][0]['flag_rate']:.4f}" for d in DOMAINS))
+    # prompt-side baseline: whole benign prompts
+    ppath = data / "prompts" / "benign.jsonl"
+    precs = read_records(ppath, "prompt")
+    punits = cut_units(precs, None, max_per_doc=1)
+    p, _ = await fit_baseline(
+        backend, punits, domain="general", side=Side.PROMPT, alphas=ALPHAS,
+        unit={"kind": "record"}, corpus={"files": [ppath.name], "sha256": files_sha256([ppath]), "n_records": len(precs)},
+        cache=cache,
+    )
+    save_baseline(p, OUT / "general.prompt.json")
+    results["prompt"]["general"] = {"baseline": p.id, "rates": [rate_row(r, r.alpha) for r in p.test_rates]}
+    log("prompt: " + ", ".join(f"a={r.alpha}: {r.flags}/{r.n}" for r in p.test_rates))
+    (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

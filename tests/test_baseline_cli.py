@@ -1,0 +1,52 @@
+"""`guardrail baseline fit | show | check` end to end with the real model on a small corpus."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+DATA = Path(__file__).parent / "data"
+
+
+def cli(*args):
+    p = subprocess.run([sys.executable, "-m", "guardrail.cli", "baseline", *args], capture_output=True, timeout=600)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_fit_show_check(tmp_path):
+    out = tmp_path / "b.json"
+    common = ("--text-field", "prompt", "--cache-dir", str(tmp_path / "cache"))
+    rc, so, se = cli("fit", "--data", str(DATA / "benign_sample.jsonl"), "--domain", "tiny", "--side", "prompt",
+                     "--alpha", "0.25", "--out", str(out), "--json", *common)
+    assert rc == 0, se
+    fit = json.loads(so)
+    assert fit["baseline"].startswith("tiny/prompt@") and out.exists()
+    assert sum(fit["corpus"]["n_units"].values()) == 40
+    rc, so, se = cli("show", str(out), "--json")
+    shown = json.loads(so)
+    assert shown["baseline"] == fit["baseline"] and shown["side"] == "prompt"
+    # check on the GCG sample: every attack flagged at alpha 0.25
+    rc, so, se = cli("check", "--domain", str(out), "--data", str(DATA / "attacks_gcg_sample.jsonl"), "--side", "prompt",
+                     "--alpha", "0.25", "--json", *common)
+    assert rc == 0, se
+    doc = json.loads(so)
+    assert {"n", "flag_rate", "alpha", "baseline"} <= doc.keys()
+    assert doc["n"] == 12 and doc["baseline"] == fit["baseline"] and doc["flag_rate"] == 1.0
+    # the training records themselves are dropped by group hash
+    rc, so, se = cli("check", "--domain", str(out), "--data", str(DATA / "benign_sample.jsonl"), "--side", "prompt",
+                     "--alpha", "0.25", "--json", *common)
+    doc = json.loads(so)
+    assert doc["n_dropped_training"] == 40 - doc["n"] and doc["n"] < 20
+
+
+def test_errors_are_one_line(tmp_path):
+    rc, _, se = cli("fit", "--data", str(tmp_path / "missing.jsonl"), "--domain", "x", "--out", str(tmp_path / "o.json"))
+    assert rc == 2 and se.startswith("error: ") and "missing.jsonl" in se and "Traceback" not in se
+    rc, _, se = cli("fit", "--data", str(DATA / "benign_sample.jsonl"), "--domain", "x", "--text-field", "prompt",
+                     "--alpha", "0.001", "--out", str(tmp_path / "o.json"), "--cache-dir", str(tmp_path / "c"))
+    assert rc == 2 and "needs at least 999" in se and "Traceback" not in se
+    rc, _, se = cli("show", str(tmp_path / "nope.json"))
+    assert rc == 2 and "cannot read baseline" in se

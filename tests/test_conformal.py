@@ -1,0 +1,68 @@
+"""Split-conformal calibration on synthetic data: the guarantee holds, refusals say the minimum n."""
+
+import math
+
+import numpy as np
+import pytest
+
+from guardrail.baselines.conformal import fit_calibrator, min_n
+from guardrail.errors import ConfigError
+
+SIGNALS = {"max_w8": "high", "min_w16": "low", "whole_nll": "both"}
+
+
+def draw(rng, n):
+    lens = rng.integers(5, 400, n)
+    # max grows with length (as max-over-windows does); others independent of it
+    return [
+        {"n_scored": float(L), "max_w8": float(rng.gamma(4, 1) + 0.6 * math.log(L)),
+         "min_w16": float(rng.normal(1.0, 0.3)), "whole_nll": float(rng.normal(3.0, 0.5))}
+        for L in lens
+    ]
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05, 0.2])
+def test_flag_rate_on_exchangeable_data_is_at_most_alpha(alpha):
+    rng = np.random.default_rng(42)
+    cal = fit_calibrator(draw(rng, 1500), draw(rng, 1500), SIGNALS, alpha)
+    test = draw(rng, 20000)
+    rate = np.mean([cal.assess(f, alpha).flag for f in test])
+    # marginal guarantee: E[rate] <= alpha; with 20k draws the sampling sd is <= 0.003
+    assert rate <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / 20000) + 0.003
+    assert rate >= alpha * 0.5  # and it is not vacuous
+
+
+def test_length_buckets_follow_the_data():
+    rng = np.random.default_rng(0)
+    cal = fit_calibrator(draw(rng, 2000), draw(rng, 2000), SIGNALS, 0.01)
+    assert len(cal.buckets) == 4
+    assert cal.buckets[0].lo == 0 and cal.buckets[-1].hi is None
+    for a, b in zip(cal.buckets, cal.buckets[1:], strict=False):
+        assert a.hi == b.lo
+    assert all(len(b.calib) >= min_n(0.01) for b in cal.buckets)
+
+
+def test_both_tails_flag():
+    rng = np.random.default_rng(1)
+    cal = fit_calibrator(draw(rng, 1000), draw(rng, 1000), SIGNALS, 0.01)
+    normal = {"n_scored": 100.0, "max_w8": 6.0, "min_w16": 1.0, "whole_nll": 3.0}
+    assert not cal.assess(normal, 0.01).flag
+    spike = dict(normal, max_w8=30.0)
+    filler = dict(normal, min_w16=-0.5)
+    low_whole = dict(normal, whole_nll=0.2)
+    for f, sig in ((spike, "max_w8"), (filler, "min_w16"), (low_whole, "whole_nll")):
+        a = cal.assess(f, 0.01)
+        assert a.flag and a.top_signal == sig and a.p_value <= 0.01
+
+
+def test_refuses_too_small_samples_with_the_minimum():
+    rng = np.random.default_rng(2)
+    with pytest.raises(ConfigError, match="needs at least 999"):
+        fit_calibrator(draw(rng, 500), draw(rng, 500), SIGNALS, 0.001)
+    cal = fit_calibrator(draw(rng, 300), draw(rng, 300), SIGNALS, 0.05)
+    with pytest.raises(ConfigError, match=r"alpha=0\.001 needs at least 999"):
+        cal.threshold(0, 0.001)
+
+
+def test_min_n():
+    assert min_n(0.01) == 99 and min_n(0.05) == 19 and min_n(0.001) == 999 and min_n(0.5) == 1
