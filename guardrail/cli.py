@@ -192,29 +192,10 @@ def _stderr_console():
 
 
 def _read_jsonl_texts(path: Path, field: str, limit: int | None) -> list[str]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
-    body = _decode(raw, str(path))
-    texts = []
-    for lineno, line in enumerate(body.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict) or field not in rec:
-            raise InputError(f"{path}:{lineno}: record has no field {field!r}")
-        if not isinstance(rec[field], str):
-            raise InputError(f"{path}:{lineno}: field {field!r} is not a string")
-        texts.append(rec[field])
-        if limit is not None and len(texts) >= limit:
-            break
-    if not texts:
-        raise InputError(f"{path}: no records")
-    return texts
+    from .baselines.corpus import read_records
+
+    texts = [r.text for r in read_records(path, field, skip_empty=False)]
+    return texts[:limit] if limit is not None else texts
 
 
 def main() -> None:

@@ -71,16 +71,36 @@ def fit(
     max_units: Annotated[int | None, typer.Option("--max-units", help="units per domain at most")] = None,
     cache_dir: CacheOpt = None,
     model: ModelOpt = None,
+    generate: Annotated[bool, typer.Option("--generate", help="records are prompts: generate answers and fit an output-side baseline on their logprobs")] = False,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="with --generate: tokens per answer")] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", help="with --generate: sampling temperature")] = 0.7,
+    seed: Annotated[int, typer.Option("--seed", help="with --generate: base seed (one per prompt)")] = 0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Fit a baseline: score the corpus, split by group hash, calibrate on the calib split, report test rates."""
     from .backends.llamacpp import LlamaCppBackend
     from .baselines.corpus import cut_units, read_records
-    from .baselines.fit import files_sha256, fit_baseline
+    from .baselines.fit import files_sha256, fit_baseline, fit_output_baseline
     from .baselines.model import save_baseline
     from .types import Side
 
     try:
+        if generate:
+            alphas = [_alpha(a) for a in alpha]
+            records = [r for p in data for r in read_records(p, text_field, group_field)]
+            backend = LlamaCppBackend(model)
+            with _progress() as bar:
+                task = bar.add_task(f"generating {domain}", total=len(records))
+                b = asyncio.run(fit_output_baseline(
+                    backend, [r.text for r in records], domain=domain, alphas=alphas, max_tokens=max_tokens,
+                    temperature=temperature, seed=seed, progress=lambda n: bar.advance(task, n),
+                    corpus={"files": [p.name for p in data], "sha256": files_sha256(data), "n_records": len(records)},
+                ))
+            save_baseline(b, out)
+            summary = {"baseline": b.id, "path": str(out), "corpus": b.corpus,
+                       "test_rates": [r.model_dump() for r in b.test_rates]}
+            typer.echo(json.dumps(summary) if as_json else f"wrote {out} ({b.id})")
+            return
         alphas = [_alpha(a) for a in alpha]
         try:
             side_v = Side(side)
@@ -147,35 +167,60 @@ def check(
     """Realised flag rate of a baseline on texts not used to fit it (records of its training groups are dropped)."""
     from .backends.llamacpp import LlamaCppBackend
     from .baselines.corpus import cut_units, read_records
-    from .baselines.fit import binomial_interval, featurize
-    from .baselines.registry import resolve
+    from .baselines.fit import DEFAULT_WIDTHS, binomial_interval, featurize
+    from .baselines.model import Baseline, load_baseline
+    from .baselines.registry import resolve, shipped, shipped_dir
+    from .baselines.router import Router
     from .baselines.splits import group_hash
     from .types import Side
 
     try:
         a = _alpha(alpha)
-        if domain is None:
-            raise ConfigError("--domain is required: the domain router is not available in this release")
-        b = resolve(domain, side)
         backend = LlamaCppBackend(model)
-        b.check_scorer(backend.scorer, domain)
+        if domain is not None:
+            fixed = resolve(domain, side)
+            fixed.check_scorer(backend.scorer, domain)
+            trained = set(fixed.training_groups)
+        else:  # the router picks per text; drop anything any shipped baseline was fitted on
+            router = Router.load(shipped_dir() / "router.json")
+            trained = {g for path in shipped().values() for g in load_baseline(path).training_groups}
         records = [r for p in data for r in read_records(p, text_field, group_field)]
-        trained = set(b.training_groups)
         kept = [r for r in records if group_hash(r.group) not in trained]
         units = cut_units(kept, _chunks(chunk_chars), max_per_doc=max_per_doc, max_units=limit)
         cache = _cache(cache_dir)
         with _progress() as bar:
             task = bar.add_task("scoring", total=len(units))
-            feats = asyncio.run(featurize(backend, [u.text for u in units], Side(b.side), b.widths, cache,
+            widths = fixed.widths if domain is not None else list(DEFAULT_WIDTHS)
+            feats = asyncio.run(featurize(backend, [u.text for u in units], Side(side), widths, cache,
                                           lambda n: bar.advance(task, n)))
-        ok = [f for f in feats if f is not None]
-        flags = sum(b.assess(f, a).flag for f in ok)
-        n = len(ok)
+        loaded: dict[str, Baseline] = {domain: fixed} if domain is not None else {}
+        per: dict[str, dict[str, object]] = {}
+        routed_by: dict[str, int] = {}
+        flags = n = 0
+        for u, f in zip(units, feats, strict=True):
+            if f is None:
+                continue
+            key = domain
+            if key is None:
+                route = router.route(u.text)
+                routed_by[route.routed_by] = routed_by.get(route.routed_by, 0) + 1
+                key = route.domain
+            if key not in loaded:
+                loaded[key] = resolve(key, side)
+                loaded[key].check_scorer(backend.scorer, key)
+            hit = loaded[key].assess(f, a).flag
+            entry = per.setdefault(key, {"baseline": loaded[key].id, "n": 0, "flags": 0})
+            entry["n"] += 1
+            entry["flags"] += hit
+            flags += hit
+            n += 1
         lo, hi = binomial_interval(flags, n) if n else (0.0, 1.0)
-        doc = {"n": n, "flag_rate": flags / n if n else None, "alpha": a, "baseline": b.id, "flags": flags,
+        doc = {"n": n, "flag_rate": flags / n if n else None, "alpha": a,
+               "baseline": fixed.id if domain is not None else "router", "flags": flags,
                "n_unscorable": len(feats) - n, "n_dropped_training": len(records) - len(kept),
-               "binomial_99": [lo, hi]}
+               "binomial_99": [lo, hi], "baselines": per, **({"routed_by": routed_by} if domain is None else {})}
+        rate = f"{doc['flag_rate']:.4f}" if n else "n/a"
         typer.echo(json.dumps(doc) if as_json else
-                   f"{b.id}: {flags}/{n} flagged = {doc['flag_rate']:.4f} at alpha={a:g} (99% CI {lo:.4f}-{hi:.4f})")
+                   f"{doc['baseline']}: {flags}/{n} flagged = {rate} at alpha={a:g} (99% CI {lo:.4f}-{hi:.4f})")
     except GuardrailError as e:
         _fail(e)

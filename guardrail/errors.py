@@ -5,7 +5,14 @@
     ├── InputError           the text to score is unusable (empty, undecodable bytes, not UTF-8 …)
     ├── ModelError           a model file is missing, unreadable or not a valid GGUF
     └── BackendError         the backend failed while doing its work
-        └── UnscorableError  the backend answered but gave no usable logprobs
+        ├── UnscorableError          the backend answered but gave no usable logprobs
+        ├── BackendTimeoutError      no answer (or no next stream chunk) within the deadline
+        ├── BackendUnavailableError  cannot connect; connection refused or reset (mid-stream too)
+        └── BackendHTTPError         the server answered with an error status (``.status``)
+            └── LogprobLimitError    top_logprobs / prompt_logprobs above the server's limit (vLLM: 400)
+
+Backends map foreign errors (litellm, openai, httpx) into the BackendError subtree with
+:func:`guardrail.backends.litellm.map_backend_errors`, most specific first.
 
 Every error carries a one-line, user-facing message; the CLI prints ``error: <message>`` and exits
 non-zero, never a traceback.
@@ -15,9 +22,13 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BackendHTTPError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
     "ConfigError",
     "GuardrailError",
     "InputError",
+    "LogprobLimitError",
     "ModelError",
     "UnscorableError",
 ]
@@ -50,3 +61,23 @@ class BackendError(GuardrailError):
 
 class UnscorableError(BackendError):
     """No logprobs: the policy decides (fail open or closed); never a score of 0."""
+
+
+class BackendTimeoutError(BackendError):
+    """The backend did not answer (or send the next stream chunk) in time."""
+
+
+class BackendUnavailableError(BackendError):
+    """The backend cannot be reached, refused the connection or dropped it (also mid-stream)."""
+
+
+class BackendHTTPError(BackendError):
+    """The server answered with an HTTP error status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LogprobLimitError(BackendHTTPError):
+    """More top logprobs were asked for than the server allows (vLLM ``--max-logprobs``: HTTP 400)."""

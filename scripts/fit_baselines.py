@@ -4,7 +4,8 @@ From the development set (../shared/data, or DATA_DIR): one corpus baseline (sid
 a prompt-side baseline from prompts/benign.jsonl (domain ``general``, side ``prompt``), and one global baseline
 fitted on all domains pooled (to show where a single baseline is miscalibrated).  Splits are by a hash of the
 group key (the document), made by the same rule evaluation uses.  Caps keep the run within ~45 minutes on
-2 cores: documents are visited in hash order, at most MAX_PER_DOC chunks each, MAX_UNITS chunks per domain.
+2 cores: documents are visited in hash order, at most ceil(MAX_UNITS / documents) chunks each (<= MAX_PER_DOC),
+MAX_UNITS chunks per domain.
 
 Writes guardrail/data/baselines/<domain>.<side>.json and guardrail/data/baselines/results.json (the realised
 flag rates on each domain's held-back test split, per-domain and global).  Scores are cached, so a re-run
@@ -26,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 from scipy.stats import binom  # noqa: E402
 
 from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
-from guardrail.baselines.corpus import cut_units, read_records  # noqa: E402
+from guardrail.baselines.corpus import cut_units, read_records, spread_units  # noqa: E402
 from guardrail.baselines.fit import binomial_interval, files_sha256, fit_baseline, flag_rate  # noqa: E402
 from guardrail.baselines.model import save_baseline  # noqa: E402
-from guardrail.baselines.splits import group_hash  # noqa: E402
+from guardrail.baselines.splits import group_hash, split_of  # noqa: E402
 from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
 from guardrail.types import Side  # noqa: E402
 
@@ -46,10 +47,10 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def domain_units(path: Path):
+def domain_units(path: Path, max_units: int):
     records = read_records(path)
-    records.sort(key=lambda r: group_hash(r.group))  # deterministic, not file order
-    return records, cut_units(records, CHUNK_CHARS, max_per_doc=MAX_PER_DOC, max_units=MAX_UNITS)
+    lengths, units = spread_units(records, CHUNK_CHARS, max_units=max_units, max_per_doc=MAX_PER_DOC)
+    return records, lengths, units
 
 
 def rate_row(rep, alpha: float) -> dict:
@@ -66,23 +67,26 @@ def rate_row(rep, alpha: float) -> dict:
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--max-units", type=int, default=MAX_UNITS, help="chunks per domain at most")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
     args = ap.parse_args()
+    max_units = args.max_units
     data = Path(args.data)
     if not data.exists():
         sys.exit(f"error: {data} not found: make baselines needs the development set (../shared/data)")
-    backend = LlamaCppBackend()
+    backend = LlamaCppBackend(n_threads=args.threads)
     cache = ScoreCache(default_cache_path())
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict = {"scorer_id": backend.scorer.id, "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC,
-                     "max_units": MAX_UNITS, "alphas": ALPHAS, "per_domain": {}, "global": {}, "prompt": {}}
-    unit_desc = {"kind": "chunk", "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC, "max_units": MAX_UNITS}
+                     "max_units": max_units, "alphas": ALPHAS, "per_domain": {}, "global": {}, "prompt": {}}
+    unit_desc = {"kind": "chunk", "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC, "max_units": max_units}
     all_units, test_feats = [], {}
     for d in DOMAINS:
         path = data / "domains" / f"{d}.jsonl"
-        records, units = domain_units(path)
+        records, lengths, units = domain_units(path, max_units)
         log(f"{d}: {len(records)} documents -> {len(units)} units")
         b, feats = await fit_baseline(
-            backend, units, domain=d, side=Side.TEXT, alphas=ALPHAS, unit=unit_desc,
+            backend, units, domain=d, side=Side.TEXT, alphas=ALPHAS, unit={**unit_desc, "chunk_chars": lengths},
             corpus={"files": [path.name], "sha256": files_sha256([path]), "n_records": len(records)}, cache=cache,
         )
         save_baseline(b, OUT / f"{d}.text.json")
@@ -104,11 +108,17 @@ async def main() -> None:
     ppath = data / "prompts" / "benign.jsonl"
     precs = read_records(ppath, "prompt")
     punits = cut_units(precs, None, max_per_doc=1)
+    # the supervised detector learns from attacks of the TRAIN split only (split by goal, as evaluation does)
+    attack_files = [data / "prompts" / "attacks_gcg.jsonl", data / "prompts" / "attacks_random_search.jsonl"]
+    attacks = [r for f in attack_files for r in read_records(f, "prompt", "goal") if split_of(r.group) == "train"]
+    log(f"prompt baseline: {len(punits)} benign prompts, {len(attacks)} training attacks")
     p, _ = await fit_baseline(
         backend, punits, domain="general", side=Side.PROMPT, alphas=ALPHAS,
-        unit={"kind": "record"}, corpus={"files": [ppath.name], "sha256": files_sha256([ppath]), "n_records": len(precs)},
-        cache=cache,
+        unit={"kind": "record"}, corpus={"files": [ppath.name], "sha256": files_sha256([ppath]), "n_records": len(precs),
+                                         "attack_files": [f.name for f in attack_files], "n_attacks": len(attacks)},
+        cache=cache, attacks=[r.text for r in attacks],
     )
+    p.training_groups = sorted(set(p.training_groups) | {group_hash(r.group) for r in attacks})
     save_baseline(p, OUT / "general.prompt.json")
     results["prompt"]["general"] = {"baseline": p.id, "rates": [rate_row(r, r.alpha) for r in p.test_rates]}
     log("prompt: " + ", ".join(f"a={r.alpha}: {r.flags}/{r.n}" for r in p.test_rates))

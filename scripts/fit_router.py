@@ -32,7 +32,7 @@ def main() -> None:
     train_x, train_y, test = [], [], {}
     for d in DOMAINS:
         recs = read_records(Path(args.data) / "domains" / f"{d}.jsonl")
-        recs.sort(key=lambda r: group_hash(r.group))
+        recs.sort(key=lambda r: group_hash("order\x00" + r.group))  # not the split hash (see fit_baselines.py)
         units = cut_units(recs, CHUNK_CHARS, max_per_doc=16, max_units=None)
         tr = [u.text for u in units if split_of(u.group) == "train"][:1500]
         train_x += tr

@@ -50,3 +50,16 @@ def test_errors_are_one_line(tmp_path):
     assert rc == 2 and "needs at least 999" in se and "Traceback" not in se
     rc, _, se = cli("show", str(tmp_path / "nope.json"))
     assert rc == 2 and "cannot read baseline" in se
+
+
+def test_fit_output_side_from_generations(tmp_path):
+    out = tmp_path / "o.json"
+    rc, so, se = cli("fit", "--data", str(DATA / "benign_sample.jsonl"), "--text-field", "prompt", "--domain", "chat",
+                     "--generate", "--max-tokens", "12", "--alpha", "0.25", "--out", str(out), "--json")
+    assert rc == 0, se
+    doc = json.loads(so)
+    assert doc["baseline"].startswith("chat/output@")
+    b = json.loads(out.read_text())
+    assert b["side"] == "output" and b["unit"]["kind"] == "generation"
+    assert b["detector"] is None and "detector skipped" in b["notes"][0]  # 16 training answers are too few
+    assert sum(doc["corpus"]["n_units"].values()) == 40

@@ -106,3 +106,16 @@ def test_corpus_errors_name_the_file(tmp_path):
     nofield.write_text('{"body": "x"}\n')
     with pytest.raises(InputError, match=r"nofield\.jsonl:1: record has no field 'text'"):
         read_records(nofield)
+
+
+def test_spread_units_cap_keeps_every_split():
+    """Regression: visiting documents in split-hash order made a cap keep only train (and some calib)."""
+    from guardrail.baselines.corpus import Record, spread_units
+    from guardrail.baselines.splits import split_of
+
+    docs = [Record(" ".join(f"w{i}x{j}" for j in range(300)), f"doc{i}", {}) for i in range(400)]
+    lengths, units = spread_units(docs, [256, 512], max_units=200)
+    assert len(units) == 200 and lengths == [256, 512]
+    counts = {s: sum(split_of(u.group) == s for u in units) for s in ("train", "calib", "test")}
+    assert counts["test"] >= 40 and counts["calib"] >= 40, counts
+    assert len({u.group for u in units}) == 200  # one chunk per document: spread as wide as possible

@@ -66,3 +66,30 @@ def test_refuses_too_small_samples_with_the_minimum():
 
 def test_min_n():
     assert min_n(0.01) == 99 and min_n(0.05) == 19 and min_n(0.001) == 999 and min_n(0.5) == 1
+
+
+def test_detector_signal_keeps_the_guarantee_and_catches_joint_outliers():
+    from guardrail.baselines.detector import fit_detector
+
+    rng = np.random.default_rng(5)
+
+    def draw2(n):
+        out = []
+        for f in draw(rng, n):
+            # two strongly correlated signals: each alone looks normal when they disagree
+            z = rng.normal()
+            f.update(max_w16=3.0 + z, min_w8=3.0 + z + rng.normal(0, 0.05))
+            out.append(f)
+        return out
+
+    feats = ("max_w16", "min_w8")
+    train, calib = draw2(1500), draw2(1500)
+    det = fit_detector(train, features=feats)
+    sig = dict(SIGNALS, detector="high")
+    add = lambda fs: [{**f, "detector": det.score(f)} for f in fs]  # noqa: E731
+    cal = fit_calibrator(add(train), add(calib), sig, 0.01)
+    test = add(draw2(20000))
+    assert np.mean([cal.assess(f, 0.01).flag for f in test]) <= 0.01 + 0.003 + 3 * math.sqrt(0.01 * 0.99 / 20000)
+    odd = {"n_scored": 100.0, "max_w8": 6.0, "min_w16": 1.0, "whole_nll": 3.0, "max_w16": 4.5, "min_w8": 1.5}
+    a = cal.assess({**odd, "detector": det.score(odd)}, 0.01)
+    assert a.flag and a.top_signal == "detector"

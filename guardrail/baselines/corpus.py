@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["Record", "Unit", "cut_units", "read_records"]
+__all__ = ["Record", "Unit", "cut_units", "read_records", "spread_units"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +39,11 @@ def _decode(data: bytes, path: Path) -> str:
         raise InputError(f"{path}: not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
 
 
-def read_records(path: str | Path, text_field: str = "text", group_field: str | None = None) -> list[Record]:
-    """Records of a JSONL file (one JSON object a line) or of a plain text file (one document)."""
+def read_records(
+    path: str | Path, text_field: str = "text", group_field: str | None = None, *, skip_empty: bool = True,
+) -> list[Record]:
+    """Records of a JSONL file (one JSON object a line) or of a plain text file (one document).
+    ``skip_empty=False`` keeps records whose text is blank (so that indices match the file's records)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -64,7 +67,7 @@ def read_records(path: str | Path, text_field: str = "text", group_field: str | 
         text = rec[text_field]
         if not isinstance(text, str):
             raise InputError(f"{path}:{lineno}: field {text_field!r} is not a string")
-        if not text.strip():
+        if skip_empty and not text.strip():
             continue
         group = text
         if group_field is not None:
@@ -104,3 +107,24 @@ def cut_units(
         if max_units is not None and len(units) >= max_units:
             return units[:max_units]
     return units
+
+
+def spread_units(
+    records: Sequence[Record], lengths: Sequence[int], *, max_units: int, max_per_doc: int = 16,
+) -> tuple[list[int], list[Unit]]:
+    """At most ``max_units`` chunks spread over as many documents as possible (at most
+    ceil(max_units / documents) each, <= ``max_per_doc``), documents visited in a fixed pseudo-random order.
+
+    The order hash is salted differently from the split hash: visiting documents in split-hash order would
+    put every train document first, and a cap would then cut off the calibration and test splits.  A corpus
+    too small to fill ``max_units`` (under 1.5x its character budget) is cut twice as fine; the lengths used
+    are returned with the units.
+    """
+    from .splits import group_hash
+
+    ordered = sorted(records, key=lambda r: group_hash("order\x00" + r.group))
+    lengths = list(lengths)
+    if sum(len(r.text) for r in ordered) < 1.5 * max_units * sum(lengths) / len(lengths):
+        lengths = [n // 2 for n in lengths]
+    per_doc = min(max_per_doc, -(-max_units // max(1, len(ordered))))
+    return lengths, cut_units(ordered, lengths, max_per_doc=per_doc, max_units=max_units)

@@ -41,6 +41,8 @@ def feature_names(widths: Sequence[int]) -> list[str]:
 
 
 def tail_of(name: str) -> Tail:
+    if name == "detector":  # the multivariate detector's score (see detector.py)
+        return "high"
     if name.startswith("max_w"):
         return "high"
     if name.startswith("min_w"):

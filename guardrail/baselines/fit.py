@@ -8,19 +8,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from ..backends.base import Backend
+from ..backends.base import Backend, GenerationRequest, Message, ScorerInfo
 from ..batch import score_texts
 from ..cache import ScoreCache
 from ..types import Side
 from .conformal import fit_calibrator
 from .corpus import Unit
+from .detector import fit_detector, min_detector_units
 from .features import Tail, features, tail_of
 from .model import Baseline, RateReport
 from .splits import Split, group_hash, split_of
 
 __all__ = [
     "DEFAULT_SIGNALS", "DEFAULT_WIDTHS", "binomial_interval", "featurize", "files_sha256", "fit_baseline",
-    "flag_rate", "split_units",
+    "fit_from_features", "fit_output_baseline", "flag_rate", "generation_features", "split_units",
 ]
 
 DEFAULT_WIDTHS = (8, 16, 32)
@@ -65,6 +66,52 @@ def flag_rate(b: Baseline, feats: Sequence[Mapping[str, float] | None], alpha: f
     return RateReport(alpha=alpha, n=len(ok), flags=flags, flag_rate=flags / len(ok) if ok else math.nan)
 
 
+Feats = list[dict[str, float] | None]
+
+
+def fit_from_features(
+    scorer: ScorerInfo,
+    feats: Mapping[Split, Feats],
+    groups_used: Sequence[str],
+    *,
+    domain: str,
+    side: Side,
+    alphas: Sequence[float],
+    widths: Sequence[int],
+    signals: Sequence[str],
+    unit: Mapping[str, object],
+    corpus: Mapping[str, object],
+    detector: bool = True,
+    attack_feats: Sequence[dict[str, float]] | None = None,
+) -> Baseline:
+    """Calibrate on ``feats['train']`` (reference, detector) and ``feats['calib']`` (conformal thresholds);
+    report flag rates on ``feats['test']``."""
+    train = [f for f in feats["train"] if f]
+    calib = [f for f in feats["calib"] if f]
+    tails: dict[str, Tail] = {s: tail_of(s) for s in signals}
+    det = None
+    notes: list[str] = []
+    if detector and len(train) < min_detector_units():
+        notes.append(f"detector skipped: it needs at least {min_detector_units()} benign training units, "
+                     f"the train split has {len(train)}")
+    elif detector:
+        det = fit_detector(train, attack_feats or None)
+        tails["detector"] = "high"
+        train = [{**f, "detector": det.score(f)} for f in train]
+        calib = [{**f, "detector": det.score(f)} for f in calib]
+    cal = fit_calibrator(train, calib, tails, min(alphas))
+    b = Baseline(
+        domain=domain, side=side.value, scorer_id=scorer.id, model=scorer.model, tokenizer=scorer.tokenizer,
+        logprob_mode=scorer.logprob_mode.value, widths=list(widths), unit=dict(unit),
+        corpus={**corpus, "n_units": {k: len(v) for k, v in feats.items()}},
+        calibrator=cal, detector=det, target_alphas=sorted(alphas),
+        fit_date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        training_groups=sorted({group_hash(g) for g in groups_used}), notes=notes,
+    )
+    b.test_rates = [flag_rate(b, feats["test"], a) for a in sorted(alphas)]
+    return b
+
+
 async def fit_baseline(
     backend: Backend,
     units: Sequence[Unit],
@@ -78,24 +125,59 @@ async def fit_baseline(
     corpus: Mapping[str, object],
     cache: ScoreCache | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[Baseline, dict[Split, list[dict[str, float] | None]]]:
-    """Fit on the train and calib splits of ``units``; report flag rates on the test split."""
+    detector: bool = True,
+    attacks: Sequence[str] = (),
+) -> tuple[Baseline, dict[Split, Feats]]:
+    """Score ``units`` by teacher forcing and fit on their train and calib splits (see fit_from_features).
+
+    ``detector``: also fit the multivariate detector -- one-class, or supervised when ``attacks`` (texts
+    already restricted to training groups by the caller) are given."""
     by = split_units(units)
-    feats: dict[Split, list[dict[str, float] | None]] = {}
+    feats: dict[Split, Feats] = {}
     for name in ("train", "calib", "test"):
         feats[name] = await featurize(backend, [u.text for u in by[name]], side, widths, cache, progress)
-    tails: dict[str, Tail] = {s: tail_of(s) for s in signals}
-    cal = fit_calibrator(
-        [f for f in feats["train"] if f], [f for f in feats["calib"] if f], tails, min(alphas)
+    attack_feats = [f for f in await featurize(backend, list(attacks), side, widths, cache) if f] if attacks else None
+    b = fit_from_features(
+        backend.scorer, feats, [u.group for u in by["train"] + by["calib"]], domain=domain, side=side,
+        alphas=alphas, widths=widths, signals=signals, unit=unit, corpus=corpus, detector=detector,
+        attack_feats=attack_feats,
     )
-    s = backend.scorer
-    b = Baseline(
-        domain=domain, side=side.value, scorer_id=s.id, model=s.model, tokenizer=s.tokenizer,
-        logprob_mode=s.logprob_mode.value, widths=list(widths), unit=dict(unit),
-        corpus={**corpus, "n_units": {k: len(v) for k, v in by.items()}},
-        calibrator=cal, target_alphas=sorted(alphas),
-        fit_date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        training_groups=sorted({group_hash(u.group) for u in by["train"] + by["calib"]}),
-    )
-    b.test_rates = [flag_rate(b, feats["test"], a) for a in sorted(alphas)]
     return b, feats
+
+
+async def generation_features(
+    backend: Backend, prompts: Sequence[str], *, widths: Sequence[int], max_tokens: int = 128,
+    temperature: float = 0.7, seed: int = 0, progress: Callable[[int], None] | None = None,
+) -> Feats:
+    """Output-side units: generate an answer to each prompt (seeded per prompt) and take the features of the
+    generation's own output logprobs -- what the guard will see at run time."""
+    out: Feats = []
+    for i, prompt in enumerate(prompts):
+        req = GenerationRequest(messages=[Message(role="user", content=prompt)], max_tokens=max_tokens,
+                                temperature=temperature, seed=seed + i, top_logprobs=0)
+        gen = await backend.generate(req)
+        out.append(features(gen.output, widths))
+        if progress:
+            progress(1)
+    return out
+
+
+async def fit_output_baseline(
+    backend: Backend, prompts: Sequence[str], *, domain: str, alphas: Sequence[float] = (0.01, 0.05),
+    widths: Sequence[int] = DEFAULT_WIDTHS, signals: Sequence[str] = DEFAULT_SIGNALS,
+    corpus: Mapping[str, object], max_tokens: int = 128, temperature: float = 0.7, seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Baseline:
+    """An output-side baseline from generations: prompts split by their text, answers generated and scored."""
+    by: dict[Split, list[str]] = {"train": [], "calib": [], "test": []}
+    for p in prompts:
+        by[split_of(p)].append(p)
+    feats: dict[Split, Feats] = {}
+    for name in ("train", "calib", "test"):
+        feats[name] = await generation_features(backend, by[name], widths=widths, max_tokens=max_tokens,
+                                                temperature=temperature, seed=seed, progress=progress)
+    unit = {"kind": "generation", "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    return fit_from_features(
+        backend.scorer, feats, by["train"] + by["calib"], domain=domain, side=Side.OUTPUT, alphas=alphas,
+        widths=widths, signals=signals, unit=unit, corpus=corpus,
+    )

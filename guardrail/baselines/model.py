@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ..backends.base import ScorerInfo
 from ..errors import ConfigError
 from .conformal import Assessment, Calibrator
+from .detector import Detector
 
 __all__ = ["FORMAT", "Baseline", "BaselineError", "RateReport", "load_baseline", "save_baseline"]
 
@@ -52,10 +53,12 @@ class Baseline(BaseModel):
     unit: dict[str, Any]
     corpus: dict[str, Any]
     calibrator: Calibrator
+    detector: Detector | None = None  # when set, its score is the calibrator's "detector" signal
     target_alphas: list[float]
     fit_date: str
     training_groups: list[str] = Field(default_factory=list)
     test_rates: list[RateReport] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
     checksum: str = ""
 
     @property
@@ -79,8 +82,12 @@ class Baseline(BaseModel):
                     f"fit a baseline for this scorer (guardrail baseline fit)"
                 )
 
+    def signals_of(self, feat: dict[str, float]) -> dict[str, float]:
+        """The features plus the detector's score, as the calibrator reads them."""
+        return {**feat, "detector": self.detector.score(feat)} if self.detector else feat
+
     def assess(self, feat: dict[str, float], alpha: float) -> Assessment:
-        return self.calibrator.assess(feat, alpha)
+        return self.calibrator.assess(self.signals_of(feat), alpha)
 
 
 def save_baseline(b: Baseline, path: str | Path) -> Path:

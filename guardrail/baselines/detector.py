@@ -1,0 +1,93 @@
+"""Multivariate detector over the feature vector, stored as JSON parameters (no pickle).
+
+* ``robust_cov`` (one-class, benign data only): scikit-learn's Minimum Covariance Determinant on standardized
+  features; the score is the robust Mahalanobis distance.  Catches texts whose *combination* of signals is
+  unusual even when no single signal is extreme.
+* ``logistic`` (supervised, when labelled attacks are given): logistic regression benign vs attack on the
+  same standardized features; the score is the log-odds of "attack".
+
+Either score becomes one more signal (``detector``, high tail) of the baseline's calibrator, so the combined
+decision stays calibrated to alpha by the same split-conformal step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import ConfigError
+
+__all__ = ["DETECTOR_FEATURES", "Detector", "fit_detector", "min_detector_units"]
+
+DETECTOR_FEATURES = (
+    "max_w8", "max_w16", "max_w32", "min_w8", "min_w16", "whole_nll", "bits_per_byte", "mean_entropy",
+    "distinct", "spike_frac", "excluded_frac", "log_len",
+)
+
+
+def min_detector_units(features: Sequence[str] = DETECTOR_FEATURES) -> int:
+    return 5 * len(features)
+
+
+def _vector(feat: Mapping[str, float], names: Sequence[str]) -> np.ndarray:
+    out = []
+    for n in names:
+        v = math.log(max(1.0, feat["n_scored"])) if n == "log_len" else float(feat.get(n, float("nan")))
+        out.append(v)
+    return np.asarray(out, dtype=np.float64)
+
+
+class Detector(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["robust_cov", "logistic"]
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    location: list[float] = []  # robust_cov
+    precision: list[list[float]] = []  # robust_cov
+    coef: list[float] = []  # logistic
+    intercept: float = 0.0
+
+    def score(self, feat: Mapping[str, float]) -> float:
+        x = (_vector(feat, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
+        x = np.where(np.isfinite(x), x, 0.0)  # an unknown feature counts as typical
+        if self.kind == "robust_cov":
+            d = x - np.asarray(self.location)
+            return float(math.sqrt(max(0.0, d @ np.asarray(self.precision) @ d)))
+        return float(x @ np.asarray(self.coef) + self.intercept)
+
+
+def fit_detector(
+    benign: Sequence[Mapping[str, float]],
+    attacks: Sequence[Mapping[str, float]] | None = None,
+    features: Sequence[str] = DETECTOR_FEATURES,
+    seed: int = 0,
+) -> Detector:
+    from sklearn.covariance import MinCovDet
+    from sklearn.linear_model import LogisticRegression
+
+    names = list(features)
+    xb = np.vstack([_vector(f, names) for f in benign])
+    keep = [i for i in range(len(names)) if np.isfinite(xb[:, i]).all() and xb[:, i].std() > 1e-9]
+    if len(benign) < min_detector_units(keep):
+        raise ConfigError(f"the detector needs at least {min_detector_units(keep)} benign units, got {len(benign)}")
+    names = [names[i] for i in keep]
+    xb = xb[:, keep]
+    mean, scale = xb.mean(axis=0), xb.std(axis=0)
+    zb = (xb - mean) / scale
+    r = lambda a: [float(f"{v:.6g}") for v in np.ravel(a)]  # noqa: E731
+    if not attacks:
+        mcd = MinCovDet(random_state=seed).fit(zb)
+        return Detector(kind="robust_cov", features=names, mean=r(mean), scale=r(scale), location=r(mcd.location_),
+                        precision=[r(row) for row in mcd.precision_])
+    za = (np.vstack([_vector(f, names) for f in attacks]) - mean) / scale
+    za = np.where(np.isfinite(za), za, 0.0)
+    clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
+    clf.fit(np.vstack([zb, za]), np.r_[np.zeros(len(zb)), np.ones(len(za))])
+    return Detector(kind="logistic", features=names, mean=r(mean), scale=r(scale), coef=r(clf.coef_[0]),
+                    intercept=float(clf.intercept_[0]))
