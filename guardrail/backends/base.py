@@ -16,6 +16,7 @@ from ..types import Generation, LogprobMode, Segment, Side, Token
 
 __all__ = [
     "Backend",
+    "BackendBase",
     "Capabilities",
     "GenerationRequest",
     "Message",
@@ -93,6 +94,22 @@ class TokenEvent(BaseModel):
     token: Token | None  # None only on a final event that adds no token
     text: str  # decoded text this event adds (complete characters only)
     finish_reason: str | None = None
+
+
+class BackendBase:
+    """Plumbing shared by the implementations: the protocol's two properties read ``_scorer`` and ``_caps``,
+    which each backend sets in its constructor."""
+
+    _scorer: ScorerInfo
+    _caps: Capabilities
+
+    @property
+    def scorer(self) -> ScorerInfo:
+        return self._scorer
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
 
 
 @runtime_checkable

@@ -34,7 +34,7 @@ from ..errors import (
     UnscorableError,
 )
 from ..types import Generation, LogprobMode, Segment, Side
-from .base import Backend, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
+from .base import Backend, BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .openai_logprobs import Origin, StreamAssembler, chat_output_segment, echo_segment, prompt_segment
 
 __all__ = ["LiteLLMBackend", "map_backend_errors"]
@@ -122,7 +122,7 @@ def _dump(obj: Any) -> dict[str, Any]:
     return obj.model_dump()
 
 
-class LiteLLMBackend:
+class LiteLLMBackend(BackendBase):
     """One model behind litellm.  ``model`` is litellm's ``provider/name`` (``hosted_vllm/x``, ``openai/x``)."""
 
     def __init__(
@@ -177,14 +177,6 @@ class LiteLLMBackend:
         self._origin = Origin.of(self._scorer)
 
     # ------------------------------------------------------------------ protocol
-    @property
-    def scorer(self) -> ScorerInfo:
-        return self._scorer
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._caps
-
     async def aclose(self) -> None:
         if self._scorer_backend is not None:
             await self._scorer_backend.aclose()

@@ -28,7 +28,7 @@ from ..errors import ConfigError, InputError
 from ..models import default_model_path, file_sha256
 from ..offsets import char_spans
 from ..types import Flag, Generation, LogprobMode, Segment, Side, Token, TopLogprob
-from .base import Capabilities, GenerationRequest, ScorerInfo, TokenEvent
+from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .chat_template import render_chat
 from .llama_engine import COMPUTE_TYPES, Job, JobResult, LlamaEngine, check_gguf, compute_copy, logprob_rows
 
@@ -39,7 +39,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model"
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(BackendBase):
     def __init__(
         self,
         model_path: str | Path | None = None,
@@ -92,14 +92,6 @@ class LlamaCppBackend:
         )
 
     # ------------------------------------------------------------------ protocol
-    @property
-    def scorer(self) -> ScorerInfo:
-        return self._scorer
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._caps
-
     @property
     def engine(self) -> LlamaEngine:
         return self._engine

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from ..types import Generation, LogprobMode, Segment, Side
-from .base import Capabilities, GenerationRequest, ScorerInfo, TokenEvent
+from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 
 __all__ = ["ScriptError", "ScriptedBackend"]
 
@@ -31,7 +31,7 @@ class ScriptError(AssertionError):
     """The script ran out, or its next entry does not fit the call."""
 
 
-class ScriptedBackend:
+class ScriptedBackend(BackendBase):
     def __init__(
         self,
         script: Iterable[Any] = (),
@@ -60,14 +60,6 @@ class ScriptedBackend:
     @property
     def remaining(self) -> int:
         return len(self._script)
-
-    @property
-    def scorer(self) -> ScorerInfo:
-        return self._scorer
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._caps
 
     async def _next(self, method: str, arg: Any, kind: type | tuple[type, ...]) -> Any:
         self.calls.append((method, arg))

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, UnscorableError
 from ..types import Generation, LogprobMode, Segment, Side
-from .base import Capabilities, GenerationRequest, ScorerInfo, TokenEvent
+from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .openai_logprobs import Origin, StreamAssembler, output_segment, prompt_segment, token_from_entry
 
 __all__ = ["VLLMEngineBackend"]
@@ -70,7 +70,7 @@ def _value(lp: Any) -> float | None:
     return None if v is None else float(v)
 
 
-class VLLMEngineBackend:
+class VLLMEngineBackend(BackendBase):
     """``VLLMEngineBackend("path/or/name", dtype="bfloat16", max_model_len=2048)``: engine args as keywords."""
 
     def __init__(self, model: str, *, top_k: int = 5, revision: str | None = None, **engine_args: Any) -> None:
@@ -99,14 +99,6 @@ class VLLMEngineBackend:
             logprob_mode=mode, tokenizer=tokenizer,
         )
         self._origin = Origin.of(self._scorer)
-
-    @property
-    def scorer(self) -> ScorerInfo:
-        return self._scorer
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self._caps
 
     @property
     def engine(self) -> Any:
