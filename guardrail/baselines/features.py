@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..scoring import TokenArrays, window_means
+from ..scoring import TokenArrays, _cumsum, _means
 from ..types import Segment
 
 __all__ = ["FEATURE_TAILS", "Tail", "feature_names", "features"]
@@ -58,16 +58,17 @@ def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
     n = int(v.shape[0])
     if n == 0:
         return None
+    c = _cumsum(v)  # one cumulative sum serves every width
     out: dict[str, float] = {}
     for w in widths:
-        m = window_means(v, min(w, n))
+        m = _means(c, min(w, n))
         out[f"max_w{w}"] = float(m.max())
         out[f"min_w{w}"] = float(m.min())
     total = float(v.sum())
     nbytes = int(a.nbytes[ok].sum()) or 1
     ent = a.entropy[~np.isnan(a.entropy)]
     ids = [t.token_id for t in seg.tokens if t.token_id is not None]
-    m8 = window_means(v, min(8, n))
+    m8 = _means(c, min(8, n))
     mean = total / n
     n_tok = int(a.nll.shape[0])
     out.update(
