@@ -18,7 +18,7 @@ import builtins
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "CLAMP_LOGPROB",
@@ -78,8 +78,9 @@ def normalize_logprob(value: Any) -> tuple[float | None, Flag | None]:
     return x, None
 
 
-@dataclass(frozen=True, slots=True)
-class TopLogprob:
+class TopLogprob(NamedTuple):
+    """One alternative at a position (a named tuple: cheap to build, several per streamed token)."""
+
     token: str
     logprob: float
     token_id: int | None = None

@@ -7,6 +7,7 @@ Blocking work (a local model, a sync client) runs off the event loop.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -85,10 +86,12 @@ class GenerationRequest(BaseModel):
     score_prompt: bool = False  # also return the prompt segment (template tokens flagged special)
 
 
-class TokenEvent(BaseModel):
-    """One streamed output token; the last event carries ``finish_reason``."""
+@dataclass(slots=True)
+class TokenEvent:
+    """One streamed output token; the last event carries ``finish_reason``.
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    A plain slotted dataclass, not a pydantic model: one is built per streamed token, on the hot path.
+    """
 
     index: int
     token: Token | None  # None only on a final event that adds no token

@@ -35,6 +35,7 @@ from ..errors import (
 )
 from ..types import Generation, LogprobMode, Segment, Side
 from .base import Backend, BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
+from .deadline import ChunkDeadline
 from .openai_logprobs import Origin, StreamAssembler, chat_output_segment, echo_segment, prompt_segment
 
 __all__ = ["LiteLLMBackend", "map_backend_errors"]
@@ -297,11 +298,10 @@ class LiteLLMBackend(BackendBase):
             try:
                 # one error mapper for the whole stream; the deadline covers waiting for the next chunk only,
                 # never the consumer's time between events
-                with map_backend_errors(self._where):
+                with map_backend_errors(self._where), ChunkDeadline(it, self.chunk_timeout) as deadline:
                     while True:
                         try:
-                            async with asyncio.timeout(self.chunk_timeout):  # no task per chunk (wait_for)
-                                chunk = await it.__anext__()
+                            chunk = await deadline.next()
                         except StopAsyncIteration:
                             break
                         for ev in asm.feed(chunk):  # read in place: no model_dump per chunk

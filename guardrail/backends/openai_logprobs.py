@@ -65,6 +65,7 @@ class Origin:
 
 # ---------------------------------------------------------------------------------------------- tokens
 _ABSENT = object()
+_NO_FLAGS: frozenset[Flag] = frozenset()
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -87,18 +88,23 @@ def _tops(raw: Any) -> tuple[TopLogprob, ...]:
     if not raw:
         return ()
     if type(raw) is dict or isinstance(raw, Mapping):
-        items = list(raw.items())
-    else:
-        items = [(_get(t, "token") or "", _get(t, "logprob")) for t in raw]
+        items: Any = raw.items()
+    elif type(raw[0]) is dict:
+        items = [(t.get("token") or "", t.get("logprob")) for t in raw]
+    else:  # litellm / openai objects: plain attribute reads on the streaming hot path
+        try:
+            items = [(t.token or "", t.logprob) for t in raw]
+        except AttributeError:
+            items = [(_get(t, "token") or "", _get(t, "logprob")) for t in raw]
     out = []
     for tok, lp in items:
-        if type(lp) is float and CLAMP_LOGPROB < lp <= 0.0:  # the common case, without the general checks
-            value: float | None = lp
-        else:
-            value, _ = normalize_logprob(lp)
-        if value is not None:
+        if type(lp) is not float or not CLAMP_LOGPROB < lp <= 0.0:  # the common case skips the general checks
+            lp, _ = normalize_logprob(lp)
+            if lp is None:
+                continue
+        if type(tok) is not str:
             tok = str(tok)
-            out.append(TopLogprob(tok, value, _token_id(tok) if tok[:9] == "token_id:" else None))
+        out.append(TopLogprob(tok, lp, _token_id(tok) if tok[:9] == "token_id:" else None))
     return tuple(out)
 
 
@@ -116,18 +122,31 @@ def _entropy(top: tuple[TopLogprob, ...]) -> float | None:
 
 def token_from_entry(entry: Any) -> Token:
     """One chat ``logprobs.content`` entry (dict or object) -> a Token without offsets (``start == end == 0``)."""
-    text = str(_get(entry, "token") or "")
-    raw_bytes = _get(entry, "bytes")
+    if type(entry) is dict:
+        text, raw_bytes, lp, raw_top = (entry.get("token"), entry.get("bytes"), entry.get("logprob"),
+                                        entry.get("top_logprobs"))
+    else:
+        try:  # litellm / openai objects
+            text, raw_bytes, lp, raw_top = entry.token, entry.bytes, entry.logprob, entry.top_logprobs
+        except AttributeError:
+            text, raw_bytes, lp, raw_top = (_get(entry, "token"), _get(entry, "bytes"), _get(entry, "logprob"),
+                                            _get(entry, "top_logprobs"))
+    if type(text) is not str:
+        text = str(text or "")
     tid = _token_id(text) if text[:9] == "token_id:" else None
-    data = bytes(raw_bytes) if raw_bytes is not None and tid is None else text.encode("utf-8")
     if tid is not None:
         data = b""  # ``return_tokens_as_token_ids``: the text is not in the body
-    logprob, flag = normalize_logprob(_get(entry, "logprob"))
-    flags = {flag} if flag else set()
+    else:
+        data = bytes(raw_bytes) if raw_bytes is not None else text.encode("utf-8")
+    flags = _NO_FLAGS
+    if type(lp) is not float or not CLAMP_LOGPROB < lp <= 0.0:  # the common case skips the general checks
+        lp, flag = normalize_logprob(lp)
+        if flag is not None:
+            flags = frozenset((flag,))
     if text[:1] == "<" and _SPECIAL.match(text):
-        flags.add(Flag.SPECIAL)
-    top = _tops(_get(entry, "top_logprobs"))
-    return Token(text, data, logprob, tid, 0, 0, top, frozenset(flags), _entropy(top))
+        flags = flags | {Flag.SPECIAL}
+    top = _tops(raw_top)
+    return Token(text, data, lp, tid, 0, 0, top, flags, _entropy(top))
 
 
 def _top_k(tokens: Sequence[Token]) -> int | None:
@@ -189,11 +208,6 @@ def chat_output_segment(choice: Mapping[str, Any], origin: Origin) -> Segment:
 
 
 # ---------------------------------------------------------------------------------------------- stream
-def _event(index: int, token: Token | None, text: str, finish_reason: str | None) -> TokenEvent:
-    # fields built here are of the right types: skip pydantic's validation on the per-token hot path
-    return TokenEvent.model_construct(index=index, token=token, text=text, finish_reason=finish_reason)
-
-
 class StreamAssembler:
     """Streamed chunks -> TokenEvents whose ``text`` holds complete characters only.
 
@@ -226,7 +240,7 @@ class StreamAssembler:
                 if events:
                     events[-1].finish_reason = self.finish_reason
                 else:  # some servers send it in a chunk of its own, with no token
-                    events.append(_event(len(self.tokens), None, "", self.finish_reason))
+                    events.append(TokenEvent(len(self.tokens), None, "", self.finish_reason))
         return events
 
     def _token(self, tok: Token) -> TokenEvent:
@@ -243,7 +257,7 @@ class StreamAssembler:
         self.text += new
         tok.start, tok.end = start, len(self.text)
         self.tokens.append(tok)
-        return _event(len(self.tokens) - 1, tok, new, None)
+        return TokenEvent(len(self.tokens) - 1, tok, new, None)
 
     def finish(self) -> TokenEvent | None:
         """Close the stream: flush held bytes; a final event only if it adds text or a finish_reason."""
@@ -258,9 +272,9 @@ class StreamAssembler:
             else:
                 self.finish_reason = "unknown"
             self.notes.append(f"stream ended without a finish_reason; inferred {self.finish_reason!r}")
-            return _event(len(self.tokens), None, tail, self.finish_reason)
+            return TokenEvent(len(self.tokens), None, tail, self.finish_reason)
         if tail:
-            return _event(len(self.tokens), None, tail, self.finish_reason)
+            return TokenEvent(len(self.tokens), None, tail, self.finish_reason)
         return None
 
     def segment(self) -> Segment:
