@@ -7,8 +7,8 @@ Blocking work (a local model, a sync client) runs off the event loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
