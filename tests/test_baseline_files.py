@@ -108,6 +108,14 @@ def test_corpus_errors_name_the_file(tmp_path):
         read_records(nofield)
 
 
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path):
+    """Regression: str.splitlines() cut records at U+2028 / U+0085 inside JSON strings (real jailbreak data)."""
+    p = tmp_path / "seps.jsonl"
+    texts = ["one\u2028two", "three\x85four", "five\u2029six\x1cseven"]
+    p.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\r\n" for t in texts), encoding="utf-8")
+    assert [r.text for r in read_records(p)] == texts
+
+
 def test_spread_units_cap_keeps_every_split():
     """Regression: visiting documents in split-hash order made a cap keep only train (and some calib)."""
     from guardrail.baselines.corpus import Record, spread_units

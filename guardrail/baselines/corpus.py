@@ -55,7 +55,9 @@ def read_records(
             raise InputError(f"{path}: empty corpus")
         return [Record(body, body, {})]
     out: list[Record] = []
-    for lineno, line in enumerate(body.splitlines(), 1):
+    # JSON Lines are separated by "\n" only: str.splitlines() would also cut at U+2028, U+0085 ... which JSON
+    # strings may hold raw
+    for lineno, line in enumerate(body.split("\n"), 1):
         if not line.strip():
             continue
         try:
