@@ -26,8 +26,10 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from .cli_baseline import app as baseline_app
+    from .cli_eval import app as eval_app
 
     app.add_typer(baseline_app, name="baseline")
+    app.add_typer(eval_app, name="eval")
 
 
 _register_subcommands()

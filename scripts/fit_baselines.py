@@ -24,11 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scipy.stats import binom  # noqa: E402
-
 from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from guardrail.baselines.corpus import cut_units, read_records, spread_units  # noqa: E402
-from guardrail.baselines.fit import binomial_interval, files_sha256, fit_baseline, flag_rate  # noqa: E402
+from guardrail.baselines.fit import files_sha256, fit_baseline, flag_rate, rate_check  # noqa: E402
 from guardrail.baselines.model import save_baseline  # noqa: E402
 from guardrail.baselines.splits import group_hash, split_of  # noqa: E402
 from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
@@ -38,7 +36,7 @@ DOMAINS = ["general_wiki", "general_chat", "code_python", "legal_contracts", "me
            "support_dialogues"]
 CHUNK_CHARS = [256, 512, 1024]
 MAX_PER_DOC = 16
-MAX_UNITS = 900
+MAX_UNITS = 500
 ALPHAS = [0.01, 0.05]
 OUT = ROOT / "guardrail" / "data" / "baselines"
 
@@ -54,14 +52,7 @@ def domain_units(path: Path, max_units: int):
 
 
 def rate_row(rep, alpha: float) -> dict:
-    n, k = rep.n, rep.flags
-    lo, hi = binomial_interval(k, n)
-    band_ok = n >= 1500 if alpha <= 0.01 else n >= 300
-    # where n is too small for [0.5a, 1.5a], the check is the exact 99% binomial interval of Binomial(n, a)
-    klo, khi = int(binom.ppf(0.005, n, alpha)), int(binom.ppf(0.995, n, alpha))
-    return {"alpha": alpha, "n": n, "flags": k, "flag_rate": rep.flag_rate, "ci99": [lo, hi],
-            "band": [0.5 * alpha, 1.5 * alpha], "band_applies": band_ok, "expected_flags_99": [klo, khi],
-            "within": (0.5 * alpha <= rep.flag_rate <= 1.5 * alpha) if band_ok else (klo <= k <= khi)}
+    return rate_check(rep.flags, rep.n, alpha)
 
 
 async def main() -> None:

@@ -93,3 +93,31 @@ def test_detector_signal_keeps_the_guarantee_and_catches_joint_outliers():
     odd = {"n_scored": 100.0, "max_w8": 6.0, "min_w16": 1.0, "whole_nll": 3.0, "max_w16": 4.5, "min_w8": 1.5}
     a = cal.assess({**odd, "detector": det.score(odd)}, 0.01)
     assert a.flag and a.top_signal == "detector"
+
+
+def test_integer_signal_with_tied_top_values_keeps_scores_finite():
+    """Regression: a discrete signal whose top reference values tie (repeat_run) underflowed p to 0."""
+    rng = np.random.default_rng(3)
+
+    def ints(n):
+        return [{"n_scored": float(rng.integers(20, 200)), "repeat_run": float(rng.integers(0, 3))} for _ in range(n)]
+
+    cal = fit_calibrator(ints(800), ints(800), {"repeat_run": "high"}, 0.01)
+    far = cal.assess({"n_scored": 100.0, "repeat_run": 24.0}, 0.01)
+    assert far.flag and math.isfinite(far.score) and far.signal_p["repeat_run"] > 0
+    assert not cal.assess({"n_scored": 100.0, "repeat_run": 1.0}, 0.01).flag
+
+
+def test_integer_signal_one_step_past_the_reference_is_not_extreme():
+    """One step above tied top values of an integer signal must not read as p ~ 0 (benign false alarms)."""
+    rng = np.random.default_rng(4)
+
+    def ints(n):
+        return [{"n_scored": float(rng.integers(20, 200)), "repeat_run": float(rng.choice([0, 1, 2], p=[.8, .15, .05]))}
+                for _ in range(n)]
+
+    cal = fit_calibrator(ints(800), ints(800), {"repeat_run": "high"}, 0.01)
+    near = cal.assess({"n_scored": 100.0, "repeat_run": 3.0}, 0.01)
+    far = cal.assess({"n_scored": 100.0, "repeat_run": 24.0}, 0.01)
+    assert near.signal_p["repeat_run"] > 1e-3  # one step: unusual, not astronomically so
+    assert far.signal_p["repeat_run"] < 1e-6 and far.flag

@@ -68,6 +68,15 @@ class Assessment(BaseModel):
     top_signal: str
 
 
+P_FLOOR = 1e-300  # smallest p-value reported: -log p <= 690.8
+
+
+def _resolution(ref: np.ndarray, k: int) -> float:
+    """Smallest gap between distinct values among the reference's top k + 1 distinct values (0 if one)."""
+    top = np.unique(ref[-(4 * k + 1):])[-(k + 1):]
+    return float(np.diff(top).min()) if top.size > 1 else 0.0
+
+
 def _upper_p(ref: np.ndarray, x: float) -> float:
     """P(ref >= x): the empirical tail, continued beyond the k-th largest reference value by an exponential
     tail fitted to the k largest (mean excess), so that values past the whole reference still rank."""
@@ -75,8 +84,10 @@ def _upper_p(ref: np.ndarray, x: float) -> float:
     k = max(5, n // 20)
     if n > k and x > ref[n - k]:
         u = ref[n - k]
-        beta = max(float(ref[n - k :].mean() - u), 1e-6)
-        return k / (n + 1) * math.exp(-(x - u) / beta)
+        # the scale is at least the reference's resolution: the top values of an integer-valued signal
+        # (repeat_run) tie, their mean excess is ~0, and one step past them would read as p ~ 0
+        beta = max(float(ref[n - k :].mean() - u), _resolution(ref, k), 1e-6)
+        return max(k / (n + 1) * math.exp(-(x - u) / beta), P_FLOOR)  # floored: exp() underflows to 0
     return (1 + n - int(np.searchsorted(ref, x, "left"))) / (n + 1)
 
 

@@ -25,7 +25,7 @@ __all__ = ["DETECTOR_FEATURES", "Detector", "fit_detector", "min_detector_units"
 
 DETECTOR_FEATURES = (
     "max_w8", "max_w16", "max_w32", "min_w8", "min_w16", "whole_nll", "bits_per_byte", "mean_entropy",
-    "distinct", "spike_frac", "excluded_frac", "log_len",
+    "distinct", "spike_frac", "excluded_frac", "repeat_run", "surprise_cusum", "log_len",
 )
 
 

@@ -11,6 +11,11 @@ Signals are what baselines calibrate; each has the tail(s) that make it suspicio
 ``distinct``       low     distinct token ids / tokens: repetition
 ``spike_frac``     high    share of width-8 windows more than 2 nats above the text's own mean
 ``excluded_frac``  high    share of tokens with no usable logprob (clamped, missing)
+``surprise_cusum`` high    largest sum, over any stretch, of (surprise - entropy - 1 nat): an upper CUSUM of the
+                           tokens' excess surprise over what the model itself expected; integrates a long
+                           anomalous stretch (an optimised suffix) that a short benign spike cannot match
+``repeat_run``     high    longest run of tokens each repeating one of the 4 before it (``! ! ! !`` filler,
+                           short loops): abnormal repetition that a perplexity spike never shows
 =================  ======  ==================================================================================
 
 Texts shorter than a width use one window over all their tokens (see guardrail.scoring).
@@ -26,14 +31,18 @@ import numpy as np
 from ..scoring import TokenArrays, _cumsum, _means
 from ..types import Segment
 
-__all__ = ["FEATURE_TAILS", "Tail", "feature_names", "features"]
+__all__ = ["FEATURE_TAILS", "Tail", "feature_names", "features", "repeat_run", "surprise_cusum"]
 
 Tail = Literal["high", "low", "both"]
 
 FEATURE_TAILS: dict[str, Tail] = {
     "whole_nll": "both", "bits_per_byte": "both", "mean_entropy": "both", "distinct": "low",
-    "spike_frac": "high", "excluded_frac": "high",
+    "spike_frac": "high", "excluded_frac": "high", "repeat_run": "high",
+    "surprise_cusum": "high",
 }
+CUSUM_DRIFT = 1.0  # nats subtracted per token: above the benign mean excess (~0.7 nats), so a normal text drifts down
+
+REPEAT_PERIOD = 4
 
 
 def feature_names(widths: Sequence[int]) -> list[str]:
@@ -48,6 +57,30 @@ def tail_of(name: str) -> Tail:
     if name.startswith("min_w"):
         return "low"
     return FEATURE_TAILS[name]
+
+
+def repeat_run(ids: np.ndarray, period: int = REPEAT_PERIOD) -> int:
+    """Longest run of positions i whose token equals the token at i - p for some p in 1..period."""
+    n = int(ids.shape[0])
+    if n < 2:
+        return 0
+    hit = np.zeros(n, dtype=bool)
+    for p in range(1, min(period, n - 1) + 1):
+        hit[p:] |= ids[p:] == ids[:-p]
+    if not hit.any():
+        return 0
+    # run lengths of True: positions where a run starts / ends
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], hit.view(np.int8), [0]))))
+    return int((edges[1::2] - edges[::2]).max())
+
+
+def surprise_cusum(nll: np.ndarray, entropy: np.ndarray, drift: float = CUSUM_DRIFT) -> float:
+    """max over i <= j of sum_{t=i..j} (nll_t - entropy_t - drift), 0 for none (NaN without entropies)."""
+    ok = ~np.isnan(nll) & ~np.isnan(entropy)
+    if not ok.any():
+        return float("nan")
+    c = np.concatenate(([0.0], np.cumsum(nll[ok] - entropy[ok] - drift)))
+    return float((c - np.minimum.accumulate(c)).max())
 
 
 def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
@@ -78,6 +111,8 @@ def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
         distinct=len(set(ids)) / len(ids) if ids else 1.0,
         spike_frac=float((m8 > mean + 2.0).mean()),
         excluded_frac=(a.n_clamped + a.n_missing) / n_tok if n_tok else 0.0,
+        surprise_cusum=surprise_cusum(a.nll, a.entropy),
+        repeat_run=float(repeat_run(np.fromiter(ids, dtype=np.int64, count=len(ids)))),
     )
     out["n_scored"] = float(n)
     return out

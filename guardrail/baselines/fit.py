@@ -21,11 +21,11 @@ from .splits import Split, group_hash, split_of
 
 __all__ = [
     "DEFAULT_SIGNALS", "DEFAULT_WIDTHS", "binomial_interval", "featurize", "files_sha256", "fit_baseline",
-    "fit_from_features", "fit_output_baseline", "flag_rate", "generation_features", "split_units",
+    "fit_from_features", "fit_output_baseline", "flag_rate", "generation_features", "rate_check", "split_units",
 ]
 
 DEFAULT_WIDTHS = (8, 16, 32)
-DEFAULT_SIGNALS: tuple[str, ...] = ("max_w8", "max_w32", "min_w16", "whole_nll", "distinct")
+DEFAULT_SIGNALS: tuple[str, ...] = ("max_w8", "max_w32", "min_w16", "whole_nll", "distinct", "repeat_run", "surprise_cusum")
 
 
 def split_units(units: Sequence[Unit]) -> dict[Split, list[Unit]]:
@@ -58,6 +58,21 @@ def binomial_interval(k: int, n: int, level: float = 0.99) -> tuple[float, float
     lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
     hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
     return lo, hi
+
+
+def rate_check(k: int, n: int, alpha: float) -> dict:
+    """A realised flag rate k/n against target ``alpha``: within [0.5a, 1.5a] where n is large enough for that
+    band to be expected (n >= 1500 at a <= 1 %, >= 300 above), otherwise within the exact 99 % binomial
+    interval of Binomial(n, a) -- the check the Baselines issue states."""
+    from scipy.stats import binom
+
+    rate = k / n if n else math.nan
+    lo, hi = binomial_interval(k, n) if n else (0.0, 1.0)
+    band_ok = n >= 1500 if alpha <= 0.01 else n >= 300
+    klo, khi = (int(binom.ppf(0.005, n, alpha)), int(binom.ppf(0.995, n, alpha))) if n else (0, 0)
+    return {"alpha": alpha, "n": n, "flags": k, "flag_rate": rate, "ci99": [lo, hi],
+            "band": [0.5 * alpha, 1.5 * alpha], "band_applies": band_ok, "expected_flags_99": [klo, khi],
+            "within": bool(n) and ((0.5 * alpha <= rate <= 1.5 * alpha) if band_ok else (klo <= k <= khi))}
 
 
 def flag_rate(b: Baseline, feats: Sequence[Mapping[str, float] | None], alpha: float) -> RateReport:

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, comparators, eval runners, plots."""

@@ -1,0 +1,26 @@
+"""Plots of an evaluation run (PNG files via :mod:`guardrail.evaluation.plots`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .prompts import PromptEval
+
+__all__ = ["prompt_plots"]
+
+
+def prompt_plots(ev: PromptEval, out_dir: Path) -> list[Path]:
+    """ROC curves of every method; score histograms per label for each method."""
+    out_dir = Path(out_dir)
+    paths = [plots.roc_plot(ev.curves, out_dir / "roc.png", "Prompt screening: ROC (positives vs negatives)")]
+    labels = sorted({r.label for r in ev.records})
+    for name, s in ev.scores.items():
+        by_label = {lab: s[[i for i, r in enumerate(ev.records) if r.label == lab]] for lab in labels}
+        by_label = {k: v[np.isfinite(v)] for k, v in by_label.items()}
+        thr = ev.doc["methods"].get(f"{name}_recal", ev.doc["methods"].get(name, {})).get("threshold")
+        paths.append(plots.histogram_plot(by_label, out_dir / f"hist_{name}.png", f"{name}: score per label",
+                                          threshold=thr))
+    return paths
