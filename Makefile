@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-core
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test test-fast test-vllm bench baselines lint install clean vllm-env
+.PHONY: run test test-fast test-vllm bench baselines eval lint install clean vllm-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,14 @@ bench: install
 baselines: install
 	$(BIN)/python scripts/fit_router.py
 	$(BIN)/python scripts/fit_baselines.py
+	$(BIN)/python scripts/fit_output_baseline.py
+	$(BIN)/python scripts/fit_eval_reference.py
 	$(BIN)/python scripts/baselines_table.py
+
+# The README's evaluation figures on the development set (../shared/data): JSON documents and PNG plots in
+# eval/ (~1 h on 2 cores with a cold score cache, seconds with a warm one).
+eval: install
+	bash scripts/eval_dev.sh
 
 lint: install
 	$(BIN)/ruff check guardrail tests examples bench

@@ -16,7 +16,7 @@ from .cache import ScoreCache
 from .errors import InputError
 from .types import Segment, Side
 
-__all__ = ["score_texts"]
+__all__ = ["score_replies", "score_texts"]
 
 
 async def score_texts(
@@ -62,3 +62,41 @@ async def score_texts(
             fresh = set(part)
             progress(sum(1 for t in texts if t in fresh))
     return [done[t] for t in texts]
+
+
+async def score_replies(
+    backend: Backend,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    cache: ScoreCache | None = None,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> list[Segment | None]:
+    """Score each reply as the assistant's answer to its context (one user message), output side, cached.
+
+    Needs a backend that teacher-forces replies (``score_replies``, the embedded model); a reply that cannot be
+    scored (empty, prompt + reply longer than the context) gives None.
+    """
+    fn = getattr(backend, "score_replies", None)
+    if fn is None:
+        from .errors import UnscorableError
+
+        raise UnscorableError(f"{backend.scorer.backend} cannot teacher-force replies: score outputs without context")
+    scorer_id = backend.scorer.id
+    out: list[Segment | None] = [None] * len(pairs)
+    done = cache.get_replies(scorer_id, pairs) if cache is not None else {}
+    for i, seg in done.items():
+        out[i] = seg
+    if progress and done:
+        progress(len(done))
+    todo = [i for i in range(len(pairs)) if i not in done]
+    for a in range(0, len(todo), batch_size):
+        part = todo[a : a + batch_size]
+        segs = await fn([([{"role": "user", "content": pairs[i][0]}], pairs[i][1]) for i in part], skip=True)
+        if cache is not None:
+            cache.put_replies([pairs[i] for i in part], segs)
+        for i, s in zip(part, segs, strict=True):
+            out[i] = s
+        if progress:
+            progress(len(part))
+    return out

@@ -9,13 +9,14 @@ Location: ``$GUARDRAIL_CACHE_DIR`` or ``~/.cache/guardrail``; ``ScoreCache(None)
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .types import Flag, LogprobMode, Segment, Side, Token, TopLogprob
@@ -33,6 +34,11 @@ def default_cache_path() -> Path:
 
 def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _reply_text(context: str, reply: str) -> str:
+    """The cache key of a reply scored after ``context`` (hashed, never stored)."""
+    return f"\x00reply-to\x00{context}\x00\x00{reply}"
 
 
 def segment_to_dict(seg: Segment) -> dict:
@@ -121,6 +127,25 @@ class ScoreCache:
         self.hits += len(out)
         self.misses += len(by_key) - len(out)
         return out
+
+    def get_replies(self, scorer_id: str, pairs: Sequence[tuple[str, str]]) -> dict[int, Segment]:
+        """Cached reply segments (side ``output``) by index into ``pairs`` of (context, reply)."""
+        keys = [_reply_text(c, r) for c, r in pairs]
+        hits = self.get_many(scorer_id, Side.OUTPUT, keys)
+        out = {}
+        for i, (k, (_, reply)) in enumerate(zip(keys, pairs, strict=True)):
+            if k in hits:
+                seg = hits[k]
+                seg.text = reply
+                out[i] = seg
+        return out
+
+    def put_replies(self, pairs: Sequence[tuple[str, str]], segments: Sequence[Segment | None]) -> None:
+        keyed = []
+        for (c, r), seg in zip(pairs, segments, strict=True):
+            if seg is not None:
+                keyed.append(dataclasses.replace(seg, text=_reply_text(c, r)))
+        self.put_many(keyed)
 
     def put_many(self, segments: Iterable[Segment]) -> None:
         db = self._conn()

@@ -161,7 +161,8 @@ def batch(
         texts = _read_jsonl_texts(data, text_field, limit)
         backend = _backend(model, bos, 0, n_ctx, overlap, threads)
         cache = ScoreCache(None if no_cache else (cache_dir / "scores.sqlite" if cache_dir else default_cache_path()))
-        with Progress(transient=True, console=_stderr_console()) as bar:
+        console = _stderr_console()
+        with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
             task = bar.add_task("scoring", total=len(texts))
             segs = asyncio.run(score_texts(
                 backend, texts, cache=cache, progress=lambda n: bar.advance(task, n), errors="skip",

@@ -54,7 +54,9 @@ def _progress():
     from rich.console import Console
     from rich.progress import Progress
 
-    return Progress(transient=True, console=Console(stderr=True))
+    console = Console(stderr=True)
+    # no bar when stderr is not a terminal (pipes, CI logs): it would only leave blank lines there
+    return Progress(transient=True, console=console, disable=not console.is_terminal)
 
 
 @app.command()

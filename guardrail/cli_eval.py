@@ -55,32 +55,45 @@ def prompts(
     as_json: JsonOpt = False,
 ) -> None:
     """Prompt screening: AUROC, AUPRC, TPR at 0.1/1/5 % FPR with 95 % intervals, flag rates, localisation."""
+    _labelled(ctx, data, side="prompt", text_field=text_field, label_field=label_field, positive=positive_labels,
+              negative=negative_labels, report=report_labels, group_field=group_field, span_field=span_field or None,
+              context_field=None, baseline=baseline, alpha=alpha, limit=limit, seed=seed, n_boot=n_boot, plots=plots,
+              cache_dir=cache_dir, model=model, as_json=as_json)
+
+
+def _labelled(ctx: typer.Context, data: list[Path], *, side: str, text_field: str, label_field: str, positive: str,
+              negative: str, report: str | None, group_field: str | None, span_field: str | None,
+              context_field: str | None, baseline: str, alpha: float, limit: int | None, seed: int, n_boot: int,
+              plots: Path | None, cache_dir: Path | None, model: Path | None, as_json: bool) -> None:
+    """``eval prompts`` and ``eval outputs``: read labelled records, score them, print the document."""
     from .backends.llamacpp import LlamaCppBackend
     from .baselines.registry import resolve
+    from .evaluation import report as plots_of
     from .evaluation.data import LabelSpec, load_records
+    from .evaluation.outputs import eval_outputs
     from .evaluation.prompts import eval_prompts
     from .evaluation.reference import load_reference
 
     try:
         a = _alpha(alpha)
-        labels = LabelSpec.parse(positive_labels, negative_labels, report_labels)
+        labels = LabelSpec.parse(positive, negative, report)
         files = [*data, *_extra_files(ctx.args)]
         records = load_records(files, text_field=text_field, label_field=label_field, labels=labels,
-                               group_field=group_field, span_field=span_field or None, limit=limit, seed=seed)
+                               group_field=group_field, span_field=span_field, context_field=context_field,
+                               limit=limit, seed=seed)
         backend = LlamaCppBackend(model)
-        b = resolve(baseline, "prompt")
+        b = resolve(baseline, side)
         b.check_scorer(backend.scorer, baseline)
         ref = load_reference(scorer=backend.scorer)
-        cache = _cache(cache_dir)
+        run = eval_prompts if side == "prompt" else eval_outputs
         with _progress() as bar:
             task = bar.add_task("scoring", total=None)
-            ev = asyncio.run(eval_prompts(backend, records, labels, b, ref, alpha=a, cache=cache,
-                                          progress=lambda n: bar.advance(task, n), n_boot=n_boot, seed=seed))
+            ev = asyncio.run(run(backend, records, labels, b, ref, alpha=a, cache=_cache(cache_dir),
+                                 progress=lambda n: bar.advance(task, n), n_boot=n_boot, seed=seed))
         ev.doc["files"] = [str(f) for f in files]
         if plots is not None:
-            from .evaluation.report import prompt_plots
-
-            ev.doc["plots"] = [str(p) for p in prompt_plots(ev, plots)]
+            make = plots_of.prompt_plots if side == "prompt" else plots_of.output_plots
+            ev.doc["plots"] = [str(p) for p in make(ev, plots)]
         typer.echo(json.dumps(ev.doc) if as_json else _table(ev.doc))
     except GuardrailError as e:
         _fail(e)
@@ -126,10 +139,10 @@ def calibration(
         files = [*data, *_extra_files(ctx.args)]
         backend = LlamaCppBackend(model)
 
-        def baseline_of(domain: str):
-            b = resolve(domain, side)
-            b.check_scorer(backend.scorer, domain)
-            return b
+        bases = {}
+        for f in files:  # every baseline resolved before any scoring: a bad name fails at once
+            bases[f.stem] = resolve(f.stem, side)
+            bases[f.stem].check_scorer(backend.scorer, f.stem)
 
         g = None
         if compare_global and ("global", "text") in shipped():
@@ -137,7 +150,7 @@ def calibration(
             g.check_scorer(backend.scorer, "global")
         with _progress() as bar:
             task = bar.add_task("scoring", total=None)
-            doc = asyncio.run(eval_calibration(backend, files, baseline_of, alphas=al, text_field=text_field,
+            doc = asyncio.run(eval_calibration(backend, files, bases.__getitem__, alphas=al, text_field=text_field,
                                                global_baseline=g, limit=limit, cache=_cache(cache_dir),
                                                progress=lambda n: bar.advance(task, n)))
         if plots is not None:
@@ -159,3 +172,31 @@ def calibration(
                     typer.echo(f"{v['baseline']:48s} {d:20s} {cells}")
     except GuardrailError as e:
         _fail(e)
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def outputs(
+    ctx: typer.Context,
+    data: DataOpt,
+    text_field: Annotated[str, typer.Option("--text-field", help="field holding the output")] = "output",
+    context_field: Annotated[str | None, typer.Option("--context-field", help="field holding what the output answers (instruction, question); the output is scored as the reply to it")] = None,
+    label_field: LabelOpt = "label",
+    positive_labels: PosOpt = "degenerate",
+    negative_labels: NegOpt = "reference",
+    report_labels: ReportOpt = None,
+    group_field: GroupOpt = None,
+    baseline: Annotated[str, typer.Option("--baseline", help="output-side baseline: shipped domain id or JSON file")] = "general",
+    alpha: Annotated[float, typer.Option("--alpha", help="target false-alarm rate of the operating thresholds")] = 0.01,
+    limit: LimitOpt = None,
+    seed: SeedOpt = 0,
+    n_boot: BootOpt = 1000,
+    plots: PlotsOpt = None,
+    cache_dir: CacheOpt = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Output-side signals: AUROC, TPR at fixed FPR, flag rates, calibration (ECE, reliability plot)."""
+    _labelled(ctx, data, side="output", text_field=text_field, label_field=label_field, positive=positive_labels,
+              negative=negative_labels, report=report_labels, group_field=group_field, span_field=None,
+              context_field=context_field, baseline=baseline, alpha=alpha, limit=limit, seed=seed, n_boot=n_boot,
+              plots=plots, cache_dir=cache_dir, model=model, as_json=as_json)

@@ -24,3 +24,6 @@ def table(title, rows):
 table("Per-domain baselines, held-back test split:", RES["per_domain"])
 table("One global baseline fitted on all seven domains pooled, same test splits:", RES["global"])
 table("Prompt-side baseline (benign prompts), held-back split:", RES["prompt"])
+if "output" in RES:
+    table("Output-side baseline (reference answers scored as replies to their instructions), held-back split:",
+          RES["output"])

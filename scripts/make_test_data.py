@@ -62,3 +62,30 @@ write("examples/data/demo_prompts.jsonl", [
      "adv_suffix": suffix["adv_suffix"], "source": base["source"] + " + " + suffix["source"],
      "label": "adversarial"},
 ])
+
+# evaluation smoke tests: records of the TEST split only (by the baselines' split rule), so that `guardrail eval`
+# keeps them (records of training groups are dropped)
+sys.path.insert(0, str(ROOT))
+from guardrail.baselines.splits import split_of  # noqa: E402
+
+
+def test_split(records, key, n, max_chars=None, field="prompt"):
+    ok = [r for r in records if split_of(key(r)) == "test" and (max_chars is None or len(r[field]) <= max_chars)]
+    return pick(ok, key, n)
+
+
+rs = read("prompts/attacks_random_search.jsonl")
+write("tests/data/eval_prompts.jsonl",
+      test_split(benign, lambda r: r["prompt"], 40)
+      + test_split(gcg, lambda r: r["goal"], 8)
+      + test_split([r for r in rs if r["suffix_kind"] == "filler"], lambda r: r["goal"], 3)
+      + test_split([r for r in rs if r["suffix_kind"] == "gibberish"], lambda r: r["goal"], 3)
+      + test_split(read("prompts/harmful_plain.jsonl"), lambda r: r["prompt"], 6))
+ref_out = read("outputs/reference_outputs.jsonl")
+degen = [r for r in read("outputs/degenerate_candidates.jsonl") if r["output"].strip()]
+write("tests/data/eval_outputs.jsonl",
+      test_split(ref_out, lambda r: r["instruction"], 12, max_chars=700, field="output")
+      + test_split(degen, lambda r: r["instruction"], 8, max_chars=900, field="output"))
+mqa = read("domains/medical_qa.jsonl")
+write("tests/data/calibration/medical_qa.jsonl", test_split(mqa, lambda r: r["text"], 60, max_chars=1200,
+                                                            field="text"))

@@ -256,7 +256,7 @@ class LlamaCppBackend(BackendBase):
             mask_parts.append(np.full(len(ids), p.message is None))
         return "".join(p.text for p in pieces), np.concatenate(ids_parts), np.concatenate(mask_parts)
 
-    def _score_reply_blocking(self, messages: list[dict[str, str]], reply: str) -> Segment:
+    def _reply_job(self, messages: list[dict[str, str]], reply: str) -> tuple[Job, np.ndarray]:
         data = self._encode(reply, "reply")
         _, p_ids, _ = self._prompt(messages)
         r_ids = self._engine.tokenize(data)
@@ -265,8 +265,37 @@ class LlamaCppBackend(BackendBase):
             raise InputError(
                 f"prompt + reply is {len(full)} tokens, more than the context ({self._engine.n_ctx})"
             )
-        (res,) = self._engine.score([Job(full, len(p_ids), self.top_k)])
-        return self._segment(reply, Side.OUTPUT, r_ids, res, 0, special=None)
+        return Job(full, len(p_ids), self.top_k), r_ids
+
+    def _score_reply_blocking(self, messages: list[dict[str, str]], reply: str) -> Segment:
+        (seg,) = self._score_replies_blocking([(messages, reply)], skip=False)
+        assert seg is not None
+        return seg
+
+    def _score_replies_blocking(
+        self, pairs: list[tuple[list[dict[str, str]], str]], skip: bool
+    ) -> list[Segment | None]:
+        jobs: list[tuple[int, Job, np.ndarray]] = []
+        for i, (messages, reply) in enumerate(pairs):
+            try:
+                job, r_ids = self._reply_job(messages, reply)
+            except InputError:
+                if not skip:
+                    raise
+                continue
+            jobs.append((i, job, r_ids))
+        out: list[Segment | None] = [None] * len(pairs)
+        results = self._engine.score([j for _, j, _ in jobs]) if jobs else []
+        for (i, _, r_ids), res in zip(jobs, results, strict=True):
+            out[i] = self._segment(pairs[i][1], Side.OUTPUT, r_ids, res, 0, special=None)
+        return out
+
+    async def score_replies(
+        self, pairs: Sequence[tuple[Sequence[dict[str, str]], str]], *, skip: bool = False
+    ) -> list[Segment | None]:
+        """Teacher-force many replies, each after its own messages, packed into shared decode calls.
+        ``skip=True``: a reply that cannot be scored (empty, longer than the context) gives None."""
+        return await self._run(self._score_replies_blocking, [(list(m), r) for m, r in pairs], skip)
 
     # ------------------------------------------------------------------ generation
     async def _stream_locked(self, req: GenerationRequest) -> AsyncIterator[TokenEvent]:

@@ -1,7 +1,7 @@
 """Labelled evaluation records: reading, label checks, sampling, and dropping what a fitted artefact saw.
 
-A record's group key follows the split rule of the baselines (``goal`` where the record has one, the text
-otherwise), so that a record whose group was in a baseline's training data is recognised and dropped.
+A record's group key follows the split rule of the baselines (``goal`` where the record has one, else the
+context an output answers, else the text), so that a record whose group was in a baseline's training data is recognised and dropped.
 """
 
 from __future__ import annotations
@@ -101,9 +101,10 @@ def load_records(
                     raise InputError(f"{p}: a record has no context field {context_field!r}")
                 ctx = str(r.meta[context_field])
             gkey = r.meta.get(GROUP_KEY_FIELD)
+            if not (isinstance(gkey, str) and gkey):
+                gkey = ctx if ctx else r.text  # an output's group is what it answers
             out.append(EvalRecord(
-                text=r.text, label=label, source=p.name,
-                group=str(gkey) if isinstance(gkey, str) and gkey else r.text,
+                text=r.text, label=label, source=p.name, group=gkey,
                 span=suffix_span(r.text, r.meta.get(span_field)) if span_field else None,
                 group_value=None if group_field is None or r.meta.get(group_field) is None
                 else str(r.meta[group_field]),

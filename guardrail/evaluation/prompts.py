@@ -38,11 +38,11 @@ from .methods import (
 from .metrics import roc_curve, summary, threshold_at_fpr
 from .reference import Reference
 
-__all__ = ["PromptEval", "eval_prompts", "localisation"]
+__all__ = ["EvalRun", "eval_prompts", "localisation", "operating"]
 
 
 @dataclass
-class PromptEval:
+class EvalRun:
     doc: dict
     scores: dict[str, np.ndarray]  # per method (base names), aligned with ``records``
     records: list[EvalRecord]
@@ -72,8 +72,9 @@ def localisation(flagged: Sequence[Sequence[tuple[int, int]]], truth: Sequence[t
             "overlap": round(float(np.mean(ovl)), 4)}
 
 
-def _operating(name: str, flags: np.ndarray, threshold: float | None, rule: str, recs: list[EvalRecord],
-               labels: LabelSpec, spans_of: Callable[[int], list[tuple[int, int]]]) -> dict:
+def operating(flags: np.ndarray, threshold: float | None, rule: str, recs: list[EvalRecord], labels: LabelSpec,
+              spans_of: Callable[[int], list[tuple[int, int]]]) -> dict:
+    """Figures at a method's operating threshold: flag rate per label, TPR per group, localisation."""
     out: dict = {"threshold": None if threshold is None or not math.isfinite(threshold) else round(threshold, 6),
                  "threshold_rule": rule}
     by_label: dict[str, list[bool]] = {}
@@ -93,7 +94,7 @@ async def eval_prompts(
     backend: Backend, records: list[EvalRecord], labels: LabelSpec, baseline: Baseline, ref: Reference, *,
     alpha: float = 0.01, cache: ScoreCache | None = None, progress: Callable[[int], None] | None = None,
     n_boot: int = 1000, seed: int = 0,
-) -> PromptEval:
+) -> EvalRun:
     trained = set(baseline.training_groups) | set(ref.training_groups)
     recs, n_dropped = drop_trained(records, trained)
     parts = [nemo_parts(r.text) for r in recs]
@@ -131,7 +132,7 @@ async def eval_prompts(
         figs["n_unscorable"] = n_nan
         if m is ours:
             flags = np.array([ours.decide(it)[0] for it in items])
-            op = _operating(m.name, flags, None, f"shipped baseline {baseline.id} at alpha={alpha:g} (per length "
+            op = operating(flags, None, f"shipped baseline {baseline.id} at alpha={alpha:g} (per length "
                             "bucket)", kept, labels, lambda i: ours.spans(items[i], 0.0))
             methods[m.name] = {**figs, **op}
             continue
@@ -142,7 +143,7 @@ async def eval_prompts(
             if thr is None:
                 continue
             flags = m.flags(s, thr)
-            op = _operating(variant, flags, thr, rule, kept, labels,
+            op = operating(flags, thr, rule, kept, labels,
                             lambda i, m=m, thr=thr: m.spans(items[i], thr))
             methods[variant] = {**figs, **op}
     counts: dict[str, int] = {}
@@ -154,4 +155,4 @@ async def eval_prompts(
         "n": len(kept), "n_dropped_training": n_dropped, "n_unscorable": len(recs) - len(kept),
         "counts": dict(sorted(counts.items())), "n_boot": n_boot, "seed": seed, "methods": methods,
     }
-    return PromptEval(doc=doc, scores=scores, records=kept, curves=curves)
+    return EvalRun(doc=doc, scores=scores, records=kept, curves=curves)

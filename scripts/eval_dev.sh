@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The README's evaluation figures on the development set: `make eval`.  Every command here is the one the
+# README shows next to its figures.  DATA defaults to ../shared/data; results go to eval/ (JSON + PNG).
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+P=$DATA/prompts
+O=$DATA/outputs
+OUT=${OUT:-eval}
+G=.venv/bin/guardrail
+mkdir -p "$OUT"
+# prompt screening: each attack file against all benign prompts not used to fit (plain harmful and human-written
+# jailbreaks reported, never mixed in)
+$G eval prompts --data $P/attacks_gcg.jsonl $P/benign.jsonl $P/harmful_plain.jsonl $P/jailbreaks_humanwritten.jsonl \
+  --report-labels harmful_plain,jailbreak --plots "$OUT/gcg" --json > "$OUT/prompts_gcg.json"
+$G eval prompts --data $P/attacks_random_search.jsonl $P/benign.jsonl \
+  --group-field suffix_kind --plots "$OUT/random_search" --json > "$OUT/prompts_random_search.json"
+# output side (samples: scoring every output is ~3 M tokens)
+$G eval outputs --data $O/degenerate_candidates.jsonl $O/reference_outputs.jsonl --context-field instruction \
+  --positive-labels degenerate_candidate_unverified --negative-labels reference --limit 400 \
+  --plots "$OUT/degenerate" --json > "$OUT/outputs_degenerate.json"
+$G eval outputs --data $O/halueval_general.jsonl --text-field chatgpt_response --context-field user_query \
+  --label-field hallucination --positive-labels yes --negative-labels no --limit 400 \
+  --plots "$OUT/halueval" --json > "$OUT/outputs_halueval.json"
+# calibration per domain (held-back documents)
+$G eval calibration --data $DATA/domains/*.jsonl --plots "$OUT/calibration" --json > "$OUT/calibration.json"
+echo "wrote $OUT/"
