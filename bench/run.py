@@ -171,7 +171,7 @@ def bench_embedded() -> dict:
     return out
 
 
-STREAM_TOKENS = 1000
+STREAM_TOKENS = 2000
 
 
 def _sse_body(n: int) -> bytes:
@@ -187,7 +187,7 @@ def _sse_body(n: int) -> bytes:
     return "".join(f"data: {json.dumps(c)}\n\n" for c in out).encode() + b"data: [DONE]\n\n"
 
 
-def bench_stream(repeat: int = 7) -> dict:
+def bench_stream(repeat: int = 15) -> dict:
     import asyncio
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -214,7 +214,10 @@ def bench_stream(repeat: int = 7) -> dict:
     async def normalized() -> int:
         return len([ev async for ev in backend.stream(req) if ev.token is not None])
 
+    import gc
+
     def timed(fn) -> tuple[float, int]:
+        gc.collect()  # both paths start from the same collector state
         # CPU time of this process: both paths are CPU-bound here (the body comes from a mock transport), and
         # CPU time is not inflated by other processes competing for the cores, unlike wall time
         t = time.process_time()
@@ -231,12 +234,35 @@ def bench_stream(repeat: int = 7) -> dict:
             t_raw.append(dt)
             dt, n_norm = timed(normalized)
             t_norm.append(dt)
-    # best of the runs: on a shared machine the minimum is the least disturbed figure; medians kept too
+        # guardrail's own work alone, without litellm's: StreamAssembler.feed over the very chunk objects the
+        # raw stream yields (materialized once), best of many runs -- the figure the end-to-end pairs, whose run to
+        # run noise on a shared VM exceeds the effect, bound from above
+        from guardrail.backends.openai_logprobs import StreamAssembler
+
+        async def collect() -> list:
+            return [c async for c in await litellm.acompletion(**kw)]
+
+        chunks = asyncio.run(collect())
+        t_feed = []
+        for _ in range(30):
+            asm = StreamAssembler(backend._origin, STREAM_TOKENS)
+            gc.collect()
+            t = time.process_time()
+            for c in chunks:
+                asm.feed(c)
+            asm.finish()
+            t_feed.append(time.process_time() - t)
+    # best of the runs: on a shared machine the minimum is the least disturbed figure; medians kept too, and
+    # the median of the per-pair ratios (each pair ran back to back, so a burst of load hits both alike)
     r, m = min(t_raw), min(t_norm)
+    ratios = sorted(b / a for a, b in zip(t_raw, t_norm, strict=True))
     per_1000 = 1000 * 1000 / STREAM_TOKENS
     return {"tokens": STREAM_TOKENS, "tokens_seen_raw": n_raw, "tokens_seen_normalized": n_norm, "repeat": repeat,
             "raw_litellm_ms_per_1000": round(r * per_1000, 1), "normalized_ms_per_1000": round(m * per_1000, 1),
             "overhead_pct": round(100 * (m - r) / r, 1),
+            "overhead_pct_median_pair": round(100 * (float(np.median(ratios)) - 1), 1),
+            "normalize_only_ms_per_1000": round(min(t_feed) * per_1000, 1),
+            "overhead_pct_normalize_only": round(100 * min(t_feed) / r, 1),
             "median_raw_ms_per_1000": round(float(np.median(t_raw)) * per_1000, 1),
             "median_normalized_ms_per_1000": round(float(np.median(t_norm)) * per_1000, 1),
             "goal_overhead_pct": 5}
@@ -270,7 +296,10 @@ def markdown(res: dict) -> str:
                   f"{st['median_raw_ms_per_1000']} |",
                   f"| LiteLLMBackend.stream (normalized TokenEvents) | {st['normalized_ms_per_1000']} | "
                   f"{st['median_normalized_ms_per_1000']} |",
-                  "", f"Overhead (best of runs): {st['overhead_pct']} % (goal < {st['goal_overhead_pct']} %)."]
+                  f"| normalization alone (StreamAssembler.feed over the same chunks) | {st['normalize_only_ms_per_1000']} | |",
+                  "", f"Overhead (goal < {st['goal_overhead_pct']} %): normalization alone {st['overhead_pct_normalize_only']} % of "
+                  f"the raw stream; end to end {st['overhead_pct_median_pair']} % (median of {st['repeat']} back-to-back "
+                  f"pairs of {st['tokens']} tokens) and {st['overhead_pct']} % (best of runs); process CPU time."]
     return "\n".join(lines) + "\n"
 
 

@@ -22,5 +22,5 @@ $G eval outputs --data $O/halueval_general.jsonl --text-field chatgpt_response -
   --label-field hallucination --positive-labels yes --negative-labels no --limit 400 \
   --plots "$OUT/halueval" --json > "$OUT/outputs_halueval.json"
 # calibration per domain (held-back documents)
-$G eval calibration --data $DATA/domains/*.jsonl --plots "$OUT/calibration" --json > "$OUT/calibration.json"
+$G eval calibration --data $DATA/domains/*.jsonl --limit 300 --plots "$OUT/calibration" --json > "$OUT/calibration.json"
 echo "wrote $OUT/"

@@ -10,7 +10,14 @@ from guardrail.baselines.splits import group_hash
 from guardrail.errors import InputError
 from guardrail.evaluation.data import LabelSpec, drop_trained, load_records, suffix_span
 from guardrail.evaluation.methods import (
-    CPDOnline, Item, JainWindow, NemoLengthPPL, NemoPrefixSuffix, WholePPL, cusum, nemo_parts,
+    CPDOnline,
+    Item,
+    JainWindow,
+    NemoLengthPPL,
+    NemoPrefixSuffix,
+    WholePPL,
+    cusum,
+    nemo_parts,
 )
 from guardrail.evaluation.prompts import localisation
 from guardrail.scoring import TokenArrays

@@ -90,3 +90,27 @@ def test_check_without_domain_routes_each_text(tmp_path):
     assert doc["baseline"] == "router" and doc["n"] == 6 and doc["n_dropped_training"] == 0
     assert "code_python" in doc["baselines"] and sum(v["n"] for v in doc["baselines"].values()) == 6
     assert sum(doc["routed_by"].values()) == 6
+
+
+def test_output_side_baseline_is_shipped_and_calibrated():
+    b = resolve("general", "output")
+    assert b.side == "output" and b.unit["kind"] == "reply"
+    res = RESULTS["output"]["general"]
+    assert res["baseline"] == b.id
+    for r in res["rates"]:
+        assert r["n"] >= 100 and within(r), r
+
+
+def test_eval_reference_is_shipped_for_the_same_scorer(tmp_path):
+    from guardrail.baselines.model import BaselineError
+    from guardrail.evaluation.reference import load_reference, reference_path
+
+    ref = load_reference()
+    assert ref.scorer_id == RESULTS["scorer_id"] and ref.training_groups
+    assert ref.cpd_sigma > 0 and ref.n_benign_tokens > 10000 and ref.n_harmful > 100
+    bad = tmp_path / "ref.json"
+    doc = json.loads(reference_path().read_text())
+    doc["cpd_sigma"] = "wide"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(BaselineError, match=r"ref\.json: not an evaluation reference"):
+        load_reference(bad)

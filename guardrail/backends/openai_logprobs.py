@@ -25,11 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..errors import UnscorableError
 from ..offsets import char_spans
-from ..scoring import entropy_from_top
 from ..types import CLAMP_LOGPROB, Flag, LogprobMode, Segment, Side, Token, TopLogprob, normalize_logprob
 from .base import ScorerInfo, TokenEvent
 
@@ -83,10 +80,14 @@ def _token_id(token: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _tops(raw: Any) -> tuple[TopLogprob, ...]:
-    """``[{token, logprob, bytes}]`` (chat) or ``{token: logprob}`` (legacy) -> finite alternatives only."""
+_new_top = tuple.__new__  # builds a TopLogprob without the named tuple's Python-level __new__ (hot path)
+
+
+def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
+    """``[{token, logprob, bytes}]`` (chat) or ``{token: logprob}`` (legacy) -> the finite alternatives and the
+    entropy over them (nats; a top-k lower bound), in one pass."""
     if not raw:
-        return ()
+        return (), None
     if type(raw) is dict or isinstance(raw, Mapping):
         items: Any = raw.items()
     elif type(raw[0]) is dict:
@@ -97,6 +98,8 @@ def _tops(raw: Any) -> tuple[TopLogprob, ...]:
         except AttributeError:
             items = [(_get(t, "token") or "", _get(t, "logprob")) for t in raw]
     out = []
+    seen: set[str] = set()
+    h = 0.0
     for tok, lp in items:
         if type(lp) is not float or not CLAMP_LOGPROB < lp <= 0.0:  # the common case skips the general checks
             lp, _ = normalize_logprob(lp)
@@ -104,20 +107,12 @@ def _tops(raw: Any) -> tuple[TopLogprob, ...]:
                 continue
         if type(tok) is not str:
             tok = str(tok)
-        out.append(TopLogprob(tok, lp, _token_id(tok) if tok[:9] == "token_id:" else None))
-    return tuple(out)
-
-
-def _entropy(top: tuple[TopLogprob, ...]) -> float | None:
-    if not top:
-        return None
-    # the sampled token is listed first even when it is not among the k most likely: count each id once
-    seen: dict[str, float] = {}
-    for t in top:
-        seen.setdefault(t.token, t.logprob)
-    if len(seen) <= 32:  # same sum as scoring.entropy_from_top, without numpy's per-call cost
-        return -sum(math.exp(v) * v for v in seen.values())
-    return entropy_from_top(np.fromiter(seen.values(), dtype=np.float64))
+        out.append(_new_top(TopLogprob, (tok, lp, _token_id(tok) if tok.startswith("token_id:") else None)))
+        # the sampled token is listed first even when it is not among the k most likely: count each once
+        if tok not in seen:
+            seen.add(tok)
+            h -= math.exp(lp) * lp
+    return tuple(out), (h if out else None)
 
 
 def token_from_entry(entry: Any) -> Token:
@@ -145,8 +140,8 @@ def token_from_entry(entry: Any) -> Token:
             flags = frozenset((flag,))
     if text[:1] == "<" and _SPECIAL.match(text):
         flags = flags | {Flag.SPECIAL}
-    top = _tops(raw_top)
-    return Token(text, data, lp, tid, 0, 0, top, flags, _entropy(top))
+    top, entropy = _tops(raw_top)
+    return Token(text, data, lp, tid, 0, 0, top, flags, entropy)
 
 
 def _top_k(tokens: Sequence[Token]) -> int | None:
@@ -219,7 +214,8 @@ class StreamAssembler:
         self.origin = origin
         self.max_tokens = max_tokens
         self.tokens: list[Token] = []
-        self.text = ""
+        self._pieces: list[str] = []  # the text so far, joined on demand (no quadratic string growth)
+        self._len = 0
         self.finish_reason: str | None = None
         self.notes: list[str] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -243,10 +239,19 @@ class StreamAssembler:
                     events.append(TokenEvent(len(self.tokens), None, "", self.finish_reason))
         return events
 
+    @property
+    def text(self) -> str:
+        """The complete characters streamed so far."""
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
+
     def _token(self, tok: Token) -> TokenEvent:
-        start = len(self.text)
+        start = self._len
         if Flag.SPECIAL in tok.flags:
             new = ""
+        elif not self._pending and tok.bytes.isascii():  # the common case: no decoder state to keep
+            new = tok.text = tok.bytes.decode("ascii")
         else:
             partial_before = self._pending
             new = self._decoder.decode(tok.bytes)
@@ -254,15 +259,19 @@ class StreamAssembler:
             if partial_before or self._pending:
                 tok.flags = tok.flags | {Flag.PARTIAL_UTF8}
             tok.text = new  # the complete characters this token adds ("" while one is unfinished)
-        self.text += new
-        tok.start, tok.end = start, len(self.text)
+        if new:
+            self._pieces.append(new)
+            self._len += len(new)
+        tok.start, tok.end = start, self._len
         self.tokens.append(tok)
         return TokenEvent(len(self.tokens) - 1, tok, new, None)
 
     def finish(self) -> TokenEvent | None:
         """Close the stream: flush held bytes; a final event only if it adds text or a finish_reason."""
         tail = self._decoder.decode(b"", final=True)
-        self.text += tail
+        if tail:
+            self._pieces.append(tail)
+            self._len += len(tail)
         if self.finish_reason is None:
             last = self.tokens[-1] if self.tokens else None
             if last is not None and Flag.SPECIAL in last.flags:
@@ -401,7 +410,7 @@ def echo_segment(choice: Mapping[str, Any], prompt: str, origin: Origin, side: S
     for i in range(n):
         s, e, partial = spans[i]
         flags: set[Flag] = {Flag.PARTIAL_UTF8} if partial or "\ufffd" in toks[i] else set()
-        top = _tops(tops[i])
+        top, entropy = _tops(tops[i])
         if i == 0:
             flags.add(Flag.NO_CONTEXT)
             tokens.append(Token(prompt[s:e], pieces[i], None, _token_id(toks[i]), s, e, (), frozenset(flags)))
@@ -410,5 +419,5 @@ def echo_segment(choice: Mapping[str, Any], prompt: str, origin: Origin, side: S
         if flag:
             flags.add(flag)
         tokens.append(Token(prompt[s:e], pieces[i], logprob, _token_id(toks[i]), s, e, top, frozenset(flags),
-                            _entropy(top)))
+                            entropy))
     return origin.segment(prompt, side, tokens, _top_k(tokens), notes)

@@ -113,7 +113,6 @@ def cut_units(
 
 def spread_units(
     records: Sequence[Record], lengths: Sequence[int], *, max_units: int, max_per_doc: int = 16,
-    adapt: bool = True,
 ) -> tuple[list[int], list[Unit]]:
     """At most ``max_units`` chunks spread over as many documents as possible (at most
     ceil(max_units / documents) each, <= ``max_per_doc``), documents visited in a fixed pseudo-random order.
@@ -121,13 +120,13 @@ def spread_units(
     The order hash is salted differently from the split hash: visiting documents in split-hash order would
     put every train document first, and a cap would then cut off the calibration and test splits.  A corpus
     too small to fill ``max_units`` (under 1.5x its character budget) is cut twice as fine; the lengths used
-    are returned with the units (``adapt=False``: never, e.g. to cut with a baseline's recorded lengths).
+    are returned with the units.
     """
     from .splits import group_hash
 
     ordered = sorted(records, key=lambda r: group_hash("order\x00" + r.group))
     lengths = list(lengths)
-    if adapt and sum(len(r.text) for r in ordered) < 1.5 * max_units * sum(lengths) / len(lengths):
+    if sum(len(r.text) for r in ordered) < 1.5 * max_units * sum(lengths) / len(lengths):
         lengths = [n // 2 for n in lengths]
     per_doc = min(max_per_doc, -(-max_units // max(1, len(ordered))))
     return lengths, cut_units(ordered, lengths, max_per_doc=per_doc, max_units=max_units)

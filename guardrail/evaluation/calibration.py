@@ -1,7 +1,8 @@
 """``guardrail eval calibration``: realised false-alarm rate per domain vs the target alpha.
 
 Each corpus file is a domain (its stem names the shipped baseline, e.g. ``legal_contracts.jsonl``).  Units are
-cut as the domain's baseline records (its chunk lengths), from documents not in its training data; each rate
+cut as the domain's baseline was fitted (document order, chunk lengths, chunks per document), from documents
+not in its training data; each rate
 comes with its exact 99 % binomial interval and the check the Baselines issue states: within [0.5a, 1.5a]
 where n is large enough for that band (about 1,500 units at a = 1 %, 300 at 5 %), otherwise within the 99 %
 binomial interval of Binomial(n, a).  With ``compare_global`` the pooled global baseline is measured on the
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..backends.base import Backend
-from ..baselines.corpus import cut_units, read_records, spread_units
+from ..baselines.corpus import cut_units, read_records
 from ..baselines.fit import featurize, flag_rate, rate_check
 from ..baselines.model import Baseline
 from ..baselines.splits import group_hash
@@ -25,19 +26,23 @@ __all__ = ["eval_calibration"]
 
 
 def _units(path: Path, b: Baseline, text_field: str, limit: int | None):
+    """Units cut exactly as the baseline's fitting cut its corpus (document order, chunk lengths, chunks per
+    document), then those of its training documents dropped: on the fitting corpus itself the first units are
+    its test split; on a new corpus the same unit definition the thresholds were calibrated for."""
     records = read_records(path, text_field)
     trained = set(b.training_groups)
-    kept = [r for r in records if group_hash(r.group) not in trained]
     unit = b.unit or {}
     cap = limit or int(unit.get("max_units") or 500)
-    if unit.get("kind") == "chunk" and kept:
-        _, units = spread_units(kept, unit["chunk_chars"], max_units=cap,
-                                max_per_doc=int(unit.get("max_per_doc", 16)), adapt=False)
+    if unit.get("kind") == "chunk":
+        ordered = sorted(records, key=lambda r: group_hash("order\x00" + r.group))
+        n_fit = int((b.corpus or {}).get("n_records") or len(records))
+        per_doc = min(int(unit.get("max_per_doc", 16)), -(-int(unit.get("max_units") or cap) // max(1, n_fit)))
+        units = cut_units(ordered, unit["chunk_chars"], max_per_doc=per_doc)
     else:
-        units = cut_units(kept, None, max_per_doc=1, max_units=cap)
-    return units, len(records) - len(kept)
-
-
+        units = cut_units(records, None, max_per_doc=1)
+    kept = [u for u in units if group_hash(u.group) not in trained]
+    dropped = len({u.group for u in units}) - len({u.group for u in kept})
+    return kept[:cap], dropped
 async def eval_calibration(
     backend: Backend, files: Sequence[Path], baseline_of: Callable[[str], Baseline], *, alphas: Sequence[float],
     text_field: str = "text", global_baseline: Baseline | None = None, limit: int | None = None,
