@@ -237,7 +237,7 @@ def bench_stream(repeat: int = 15) -> dict:
         # guardrail's own work alone, without litellm's: StreamAssembler.feed over the very chunk objects the
         # raw stream yields (materialized once), best of many runs -- the figure the end-to-end pairs, whose run to
         # run noise on a shared VM exceeds the effect, bound from above
-        from guardrail.backends.openai_logprobs import StreamAssembler
+        from guardrail.backends.stream_assembler import StreamAssembler
 
         async def collect() -> list:
             return [c async for c in await litellm.acompletion(**kw)]

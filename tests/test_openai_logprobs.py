@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from guardrail.backends.openai_logprobs import (
     Origin,
-    StreamAssembler,
     chat_output_segment,
     echo_segment,
     output_segment,
     prompt_segment,
     token_from_entry,
 )
+from guardrail.backends.stream_assembler import StreamAssembler
 from guardrail.errors import UnscorableError
 from guardrail.scoring import score_segment
 from guardrail.types import CLAMP_LOGPROB, Flag, LogprobMode, Side

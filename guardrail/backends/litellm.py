@@ -36,7 +36,8 @@ from ..errors import (
 from ..types import Generation, LogprobMode, Segment, Side
 from .base import Backend, BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .deadline import ChunkDeadline
-from .openai_logprobs import Origin, StreamAssembler, chat_output_segment, echo_segment, prompt_segment
+from .openai_logprobs import Origin, chat_output_segment, echo_segment, prompt_segment
+from .stream_assembler import StreamAssembler
 
 __all__ = ["LiteLLMBackend", "map_backend_errors"]
 

@@ -23,7 +23,8 @@ from typing import Any
 from ..errors import ConfigError, InputError, UnscorableError
 from ..types import Generation, LogprobMode, Segment, Side
 from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
-from .openai_logprobs import Origin, StreamAssembler, output_segment, prompt_segment, token_from_entry
+from .openai_logprobs import Origin, output_segment, prompt_segment, token_from_entry
+from .stream_assembler import StreamAssembler
 
 __all__ = ["VLLMEngineBackend"]
 
