@@ -150,10 +150,9 @@ def batch(
     threads: ThreadsOpt = None,
 ) -> None:
     """Score every record of a JSONL file (cached by scorer id and text hash); summary per record."""
-    from rich.progress import Progress
-
     from .batch import score_texts
     from .cache import ScoreCache, default_cache_path
+    from .cli_baseline import _progress
     from .scoring import score_segment
 
     try:
@@ -161,8 +160,7 @@ def batch(
         texts = _read_jsonl_texts(data, text_field, limit)
         backend = _backend(model, bos, 0, n_ctx, overlap, threads)
         cache = ScoreCache(None if no_cache else (cache_dir / "scores.sqlite" if cache_dir else default_cache_path()))
-        console = _stderr_console()
-        with Progress(transient=True, console=console, disable=not console.is_terminal) as bar:
+        with _progress() as bar:
             task = bar.add_task("scoring", total=len(texts))
             segs = asyncio.run(score_texts(
                 backend, texts, cache=cache, progress=lambda n: bar.advance(task, n), errors="skip",
@@ -186,12 +184,6 @@ def batch(
         cache.close()
     except GuardrailError as e:
         _fail(str(e), e.exit_code)
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 def _read_jsonl_texts(path: Path, field: str, limit: int | None) -> list[str]:

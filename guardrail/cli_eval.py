@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .cli_baseline import _alpha, _cache, _fail, _progress
+from .cli_baseline import CacheOpt, ModelOpt, _alpha, _cache, _fail, _progress
 from .errors import GuardrailError
 
 app = typer.Typer(no_args_is_help=True, help="Evaluate on labelled data: ours vs the published comparators.")
@@ -24,8 +24,7 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", help="a seeded random s
 SeedOpt = Annotated[int, typer.Option("--seed", help="seed of --limit sampling and of the bootstrap")]
 BootOpt = Annotated[int, typer.Option("--n-boot", help="bootstrap resamples for the 95 % intervals")]
 PlotsOpt = Annotated[Path | None, typer.Option("--plots", help="write PNG plots into this directory")]
-CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="score cache directory (default ~/.cache/guardrail)")]
-ModelOpt = Annotated[Path | None, typer.Option("--model", help="GGUF file (default: the embedded SmolLM2)")]
+AlphaOpt = Annotated[float, typer.Option("--alpha", help="target false-alarm rate of the operating thresholds")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document to stdout")]
 
 
@@ -45,7 +44,7 @@ def prompts(
     group_field: GroupOpt = None,
     span_field: Annotated[str, typer.Option("--span-field", help="field holding the attack's text (its last occurrence in the prompt is the span)")] = "adv_suffix",
     baseline: Annotated[str, typer.Option("--baseline", help="prompt-side baseline: shipped domain id or JSON file")] = "general",
-    alpha: Annotated[float, typer.Option("--alpha", help="target false-alarm rate of the operating thresholds")] = 0.01,
+    alpha: AlphaOpt = 0.01,
     limit: LimitOpt = None,
     seed: SeedOpt = 0,
     n_boot: BootOpt = 1000,
@@ -186,7 +185,7 @@ def outputs(
     report_labels: ReportOpt = None,
     group_field: GroupOpt = None,
     baseline: Annotated[str, typer.Option("--baseline", help="output-side baseline: shipped domain id or JSON file")] = "general",
-    alpha: Annotated[float, typer.Option("--alpha", help="target false-alarm rate of the operating thresholds")] = 0.01,
+    alpha: AlphaOpt = 0.01,
     limit: LimitOpt = None,
     seed: SeedOpt = 0,
     n_boot: BootOpt = 1000,

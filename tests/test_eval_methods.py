@@ -19,7 +19,7 @@ from guardrail.evaluation.methods import (
     cusum,
     nemo_parts,
 )
-from guardrail.evaluation.prompts import localisation
+from guardrail.evaluation.run import localisation
 from guardrail.scoring import TokenArrays
 
 

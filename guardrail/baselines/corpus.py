@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["Record", "Unit", "cut_units", "read_records", "spread_units"]
+__all__ = ["Record", "Unit", "chunks_per_doc", "cut_units", "read_records", "spread_units", "visit_order"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +122,21 @@ def spread_units(
     too small to fill ``max_units`` (under 1.5x its character budget) is cut twice as fine; the lengths used
     are returned with the units.
     """
-    from .splits import group_hash
-
-    ordered = sorted(records, key=lambda r: group_hash("order\x00" + r.group))
+    ordered = visit_order(records)
     lengths = list(lengths)
     if sum(len(r.text) for r in ordered) < 1.5 * max_units * sum(lengths) / len(lengths):
         lengths = [n // 2 for n in lengths]
-    per_doc = min(max_per_doc, -(-max_units // max(1, len(ordered))))
+    per_doc = chunks_per_doc(max_units, len(ordered), max_per_doc)
     return lengths, cut_units(ordered, lengths, max_per_doc=per_doc, max_units=max_units)
+
+
+def visit_order(records: Sequence[Record]) -> list[Record]:
+    """The fixed pseudo-random order in which :func:`spread_units` visits documents."""
+    from .splits import group_hash
+
+    return sorted(records, key=lambda r: group_hash("order\x00" + r.group))
+
+
+def chunks_per_doc(max_units: int, n_docs: int, max_per_doc: int) -> int:
+    """Chunks :func:`spread_units` takes per document: ceil(max_units / documents), at most ``max_per_doc``."""
+    return min(max_per_doc, -(-max_units // max(1, n_docs)))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..backends.base import Backend
-from ..baselines.corpus import cut_units, read_records
+from ..baselines.corpus import chunks_per_doc, cut_units, read_records, visit_order
 from ..baselines.fit import featurize, flag_rate, rate_check
 from ..baselines.model import Baseline
 from ..baselines.splits import group_hash
@@ -34,15 +34,22 @@ def _units(path: Path, b: Baseline, text_field: str, limit: int | None):
     unit = b.unit or {}
     cap = limit or int(unit.get("max_units") or 500)
     if unit.get("kind") == "chunk":
-        ordered = sorted(records, key=lambda r: group_hash("order\x00" + r.group))
         n_fit = int((b.corpus or {}).get("n_records") or len(records))
-        per_doc = min(int(unit.get("max_per_doc", 16)), -(-int(unit.get("max_units") or cap) // max(1, n_fit)))
-        units = cut_units(ordered, unit["chunk_chars"], max_per_doc=per_doc)
+        per_doc = chunks_per_doc(int(unit.get("max_units") or cap), n_fit, int(unit.get("max_per_doc", 16)))
+        units = cut_units(visit_order(records), unit["chunk_chars"], max_per_doc=per_doc)
     else:
         units = cut_units(records, None, max_per_doc=1)
     kept = [u for u in units if group_hash(u.group) not in trained]
     dropped = len({u.group for u in units}) - len({u.group for u in kept})
     return kept[:cap], dropped
+def _rates(b: Baseline, feats: Sequence[dict[str, float] | None], alphas: Sequence[float]) -> list[dict]:
+    out = []
+    for a in alphas:
+        rep = flag_rate(b, feats, a)
+        out.append(rate_check(rep.flags, rep.n, a))
+    return out
+
+
 async def eval_calibration(
     backend: Backend, files: Sequence[Path], baseline_of: Callable[[str], Baseline], *, alphas: Sequence[float],
     text_field: str = "text", global_baseline: Baseline | None = None, limit: int | None = None,
@@ -55,19 +62,12 @@ async def eval_calibration(
         b = baseline_of(d)
         units, dropped = _units(Path(path), b, text_field, limit)
         feats = await featurize(backend, [u.text for u in units], Side(b.side), b.widths, cache, progress)
-        rows = []
-        for a in alphas:
-            rep = flag_rate(b, feats, a)
-            rows.append(rate_check(rep.flags, rep.n, a))
-        domains[d] = {"baseline": b.id, "file": str(path), "n_dropped_training": dropped, "rates": rows}
+        domains[d] = {"baseline": b.id, "file": str(path), "n_dropped_training": dropped,
+                      "rates": _rates(b, feats, alphas)}
         if global_baseline is not None:
             g_feats = feats if list(global_baseline.widths) == list(b.widths) else await featurize(
                 backend, [u.text for u in units], Side(global_baseline.side), global_baseline.widths, cache)
-            grows = []
-            for a in alphas:
-                rep = flag_rate(global_baseline, g_feats, a)
-                grows.append(rate_check(rep.flags, rep.n, a))
-            pooled[d] = {"baseline": global_baseline.id, "rates": grows}
+            pooled[d] = {"baseline": global_baseline.id, "rates": _rates(global_baseline, g_feats, alphas)}
     out = {"command": "eval calibration", "scorer": backend.scorer.report(), "alphas": list(alphas),
            "domains": domains}
     if global_baseline is not None:

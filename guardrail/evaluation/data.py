@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..baselines.corpus import read_records
@@ -57,7 +57,6 @@ class EvalRecord:
     span: tuple[int, int] | None = None  # the attack's text in ``text`` (last occurrence), if given
     group_value: str | None = None  # value of --group-field, for by_group
     context: str | None = None  # what an output answers (eval outputs)
-    extra: dict = field(default_factory=dict)
 
 
 def suffix_span(text: str, part: object) -> tuple[int, int] | None:

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..baselines.conformal import Assessment
 from ..baselines.features import tail_of
 from ..baselines.model import Baseline
-from ..scoring import TokenArrays, _cumsum, _means
+from ..scoring import TokenArrays, window_means
 
 __all__ = [
-    "COMPARATORS", "CPD_H", "CPD_K", "JAIN_WIDTH", "NEMO_LP", "NEMO_PS", "Item", "Method", "cusum", "nemo_parts",
+    "CPD_H", "CPD_K", "JAIN_WIDTH", "NEMO_LP", "NEMO_PS", "Item", "Method", "cusum", "nemo_parts",
 ]
 
 JAIN_WIDTH = 10
@@ -69,8 +70,17 @@ def nemo_parts(text: str) -> dict[str, tuple[Span, str]] | None:
     }
 
 
-def _valid(a: TokenArrays) -> np.ndarray:
-    return np.flatnonzero(~np.isnan(a.nll))
+def _windows(a: TokenArrays, width: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean NLL of every run of ``width`` scored tokens (one run over all of them when fewer), the scored
+    tokens' indices, and the effective width."""
+    idx = np.flatnonzero(~np.isnan(a.nll))
+    w = min(width, idx.size)
+    return (window_means(a.nll[idx], w) if w else np.empty(0)), idx, w
+
+
+def _window_span(a: TokenArrays, idx: np.ndarray, i: int, w: int) -> Span:
+    """Characters of the window of ``w`` scored tokens starting at scored token ``i``."""
+    return int(a.start[idx[i]]), int(a.end[idx[i + w - 1]])
 
 
 def _mean_nll(a: TokenArrays) -> float:
@@ -110,19 +120,13 @@ class JainWindow(Method):
     def __init__(self, published: float | None = None, width: int = JAIN_WIDTH) -> None:
         self.published, self.width = published, width
 
-    def _windows(self, a: TokenArrays) -> tuple[np.ndarray, np.ndarray, int]:
-        idx = _valid(a)
-        w = min(self.width, idx.size)
-        return _means(_cumsum(a.nll[idx]), w), idx, w
-
     def score(self, it: Item) -> float:
-        m, idx, _ = self._windows(it.arrays)
+        m, idx, _ = _windows(it.arrays, self.width)
         return float(m.max()) if idx.size else math.nan
 
     def spans(self, it: Item, threshold: float) -> list[Span]:
-        m, idx, w = self._windows(it.arrays)
-        a = it.arrays
-        return _merge([(int(a.start[idx[i]]), int(a.end[idx[i + w - 1]])) for i in np.flatnonzero(m > threshold)])
+        m, idx, w = _windows(it.arrays, self.width)
+        return _merge([_window_span(it.arrays, idx, i, w) for i in np.flatnonzero(m > threshold)])
 
 
 class NemoLengthPPL(Method):
@@ -196,26 +200,24 @@ class CPDOnline(Method):
 
 
 class Guardrail(Method):
-    """Ours: the baseline's combined statistic S (max over signals of -log p); the flag is the baseline's
-    decision at ``alpha`` (per length bucket).  Flagged characters: the top max-window of the narrowest width
-    when a high-side signal decides, the lowest window of the widest width when a low-side one does."""
+    """Ours: the baseline's assessment at ``alpha``; the score is its combined statistic S (max over signals
+    of -log p), the flag its decision (per length bucket).  Flagged characters: the top max-window of the
+    narrowest width when a high-side signal decides, the lowest window of the widest width when a low-side
+    one does."""
 
     name = "guardrail"
 
     def __init__(self, baseline: Baseline, alpha: float) -> None:
         self.baseline, self.alpha = baseline, alpha
 
-    def score(self, it: Item) -> float:
-        b = self.baseline
-        sig = b.signals_of(it.feats)
-        return b.calibrator.combined(sig, b.calibrator.bucket_of(sig["n_scored"]))[0]
+    def assess(self, it: Item) -> Assessment:
+        return self.baseline.assess(it.feats, self.alpha)
 
-    def decide(self, it: Item) -> tuple[bool, str]:
-        a = self.baseline.assess(it.feats, self.alpha)
-        return a.flag, a.top_signal
+    def score(self, it: Item) -> float:
+        return self.assess(it).score
 
     def spans(self, it: Item, threshold: float) -> list[Span]:
-        _, top = self.decide(it)
+        top = self.assess(it).top_signal
         tail = tail_of(top)
         low = tail == "low" or (tail == "both" and _is_low(self.baseline, it.feats, top))
         widths = sorted(self.baseline.widths)
@@ -230,11 +232,8 @@ def _is_low(b: Baseline, feats: dict[str, float], signal: str) -> bool:
 
 
 def _extreme_window(a: TokenArrays, width: int, low: bool) -> Span:
-    idx = _valid(a)
-    w = min(width, idx.size)
-    m = _means(_cumsum(a.nll[idx]), w)
-    i = int(m.argmin() if low else m.argmax())
-    return int(a.start[idx[i]]), int(a.end[idx[i + w - 1]])
+    m, idx, w = _windows(a, width)
+    return _window_span(a, idx, int(m.argmin() if low else m.argmax()), w)
 
 
 def _merge(spans: Sequence[Span]) -> list[Span]:
@@ -246,5 +245,3 @@ def _merge(spans: Sequence[Span]) -> list[Span]:
             out.append((s, e))
     return out
 
-
-COMPARATORS = ("whole_ppl", "jain_window", "nemo_length_ppl", "nemo_prefix_suffix", "cpd_online")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .prompts import EvalRun
+from .run import EvalRun
 
 __all__ = ["output_plots", "prompt_plots"]
 
