@@ -41,7 +41,7 @@ async def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     path = args.data / "outputs" / "reference_outputs.jsonl"
-    recs = [r for r in read_records(path, "output", "instruction")]
+    recs = read_records(path, "output", "instruction")
     recs = sorted(recs, key=lambda r: group_hash("order\x00" + r.group + "\x00" + r.text))[: args.max_units]
     backend = LlamaCppBackend(None, n_threads=args.threads)
     cache = ScoreCache(default_cache_path())
