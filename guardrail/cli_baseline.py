@@ -17,6 +17,7 @@ DataOpt = Annotated[list[Path], typer.Option("--data", help="JSONL file(s) (or t
 FieldOpt = Annotated[str, typer.Option("--text-field", help="field holding the text")]
 GroupOpt = Annotated[str | None, typer.Option("--group-field", help="field grouping records for splits (default: the text)")]
 ChunkOpt = Annotated[str, typer.Option("--chunk-chars", help="cut documents into chunks of these character lengths, cycling (e.g. 256,512,1024); 'none' = whole records")]
+CheckChunkOpt = Annotated[str, typer.Option("--chunk-chars", help="'fitted' (default): cut texts as the baseline's units were cut (its chunk lengths and chunks per document; whole records for prompt/output baselines) -- what its thresholds are calibrated for; or lengths as for fit; 'none' = whole records")]
 CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="score cache directory (default ~/.cache/guardrail)")]
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="GGUF file (default: the embedded SmolLM2)")]
 
@@ -77,16 +78,19 @@ def fit(
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="with --generate: tokens per answer")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", help="with --generate: sampling temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed", help="with --generate: base seed (one per prompt)")] = 0,
+    calibration: Annotated[str, typer.Option("--calibration", help="cross (default): cross-conformal over group folds of train+calib; split: reference from train, thresholds from calib")] = "cross",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Fit a baseline: score the corpus, split by group hash, calibrate on the calib split, report test rates."""
+    """Fit a baseline: score the corpus, split by group hash, calibrate on the fitting splits, report test rates."""
     from .backends.llamacpp import LlamaCppBackend
-    from .baselines.corpus import cut_units, read_records
+    from .baselines.corpus import UnitRecipe, read_records
     from .baselines.fit import files_sha256, fit_baseline, fit_output_baseline
     from .baselines.model import save_baseline
     from .types import Side
 
     try:
+        if calibration not in ("cross", "split"):
+            raise ConfigError(f"--calibration must be cross or split, got {calibration!r}")
         if generate:
             alphas = [_alpha(a) for a in alpha]
             records = [r for p in data for r in read_records(p, text_field, group_field)]
@@ -95,7 +99,7 @@ def fit(
                 task = bar.add_task(f"generating {domain}", total=len(records))
                 b = asyncio.run(fit_output_baseline(
                     backend, [r.text for r in records], domain=domain, alphas=alphas, max_tokens=max_tokens,
-                    temperature=temperature, seed=seed, progress=lambda n: bar.advance(task, n),
+                    temperature=temperature, seed=seed, progress=lambda n: bar.advance(task, n), calibration=calibration,
                     corpus={"files": [p.name for p in data], "sha256": files_sha256(data), "n_records": len(records)},
                 ))
             save_baseline(b, out)
@@ -110,16 +114,17 @@ def fit(
             raise ConfigError(f"--side must be prompt, output or text, got {side!r}") from None
         lengths = _chunks(chunk_chars)
         records = [r for p in data for r in read_records(p, text_field, group_field)]
-        units = cut_units(records, lengths, max_per_doc=max_per_doc, max_units=max_units)
+        recipe = UnitRecipe(kind="chunk" if lengths else "record", chunk_chars=lengths, per_doc=max_per_doc)
+        units = recipe.cut(records, max_units)
         backend = LlamaCppBackend(model)
         cache = _cache(cache_dir)
         with _progress() as bar:
             task = bar.add_task(f"scoring {domain}", total=len(units))
             b, _ = asyncio.run(fit_baseline(
                 backend, units, domain=domain, side=side_v, alphas=alphas,
-                unit={"kind": "chunk" if lengths else "record", "chunk_chars": lengths, "max_per_doc": max_per_doc},
+                unit={**recipe.model_dump(), "max_per_doc": max_per_doc, "max_units": max_units},
                 corpus={"files": [p.name for p in data], "sha256": files_sha256(data), "n_records": len(records)},
-                cache=cache, progress=lambda n: bar.advance(task, n),
+                cache=cache, progress=lambda n: bar.advance(task, n), calibration=calibration,
             ))
         save_baseline(b, out)
         summary = {"baseline": b.id, "path": str(out), "corpus": b.corpus,
@@ -143,7 +148,9 @@ def show(
         b = resolve(baseline, side)
         doc = {"baseline": b.id, "domain": b.domain, "side": b.side, "scorer_id": b.scorer_id,
                "widths": b.widths, "unit": b.unit, "corpus": b.corpus, "signals": b.calibrator.signals,
-               "length_buckets": [{"lo": x.lo, "hi": x.hi, "n_calib": len(x.calib)} for x in b.calibrator.buckets],
+               "calibration": {"method": b.calibrator.method, "parts": len(b.calibrator.parts)},
+               "length_buckets": [{"lo": x.lo, "hi": x.hi, "n_calib": b.calibrator.n_calib(i)}
+                                  for i, x in enumerate(b.calibrator.buckets)],
                "target_alphas": b.target_alphas, "fit_date": b.fit_date,
                "test_rates": [r.model_dump() for r in b.test_rates]}
         typer.echo(json.dumps(doc) if as_json else json.dumps(doc, indent=2))
@@ -159,16 +166,19 @@ def check(
     group_field: GroupOpt = None,
     side: Annotated[str, typer.Option("--side")] = "text",
     alpha: Annotated[float, typer.Option("--alpha")] = 0.01,
-    chunk_chars: ChunkOpt = "none",
-    max_per_doc: Annotated[int, typer.Option("--max-per-doc")] = 1000,
+    chunk_chars: CheckChunkOpt = "fitted",
+    max_per_doc: Annotated[int | None, typer.Option("--max-per-doc", help="chunks per document at most (default: as fitted)")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="check at most N units")] = None,
     cache_dir: CacheOpt = None,
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Realised flag rate of a baseline on texts not used to fit it (records of its training groups are dropped)."""
+    """Realised flag rate of a baseline on texts not used to fit it (records of its training groups are dropped).
+
+    Texts are cut into units as the baseline's were (see --chunk-chars): a corpus baseline's thresholds hold
+    for chunks of the lengths it was fitted on, not for whole documents of any length."""
     from .backends.llamacpp import LlamaCppBackend
-    from .baselines.corpus import cut_units, read_records
+    from .baselines.corpus import UnitRecipe, read_records
     from .baselines.fit import DEFAULT_WIDTHS, binomial_interval, featurize
     from .baselines.model import Baseline, load_baseline
     from .baselines.registry import resolve, shipped, shipped_dir
@@ -183,12 +193,20 @@ def check(
             fixed = resolve(domain, side)
             fixed.check_scorer(backend.scorer, domain)
             trained = set(fixed.training_groups)
+            recipe = UnitRecipe.of(fixed.unit)
         else:  # the router picks per text; drop anything any shipped baseline was fitted on
             router = Router.load(shipped_dir() / "router.json")
             trained = {g for path in shipped().values() for g in load_baseline(path).training_groups}
+            recipe = UnitRecipe.of(resolve("global", "text").unit if side == "text" else None)
+        if chunk_chars.strip().lower() != "fitted":
+            lengths = _chunks(chunk_chars)
+            recipe = UnitRecipe(kind="chunk" if lengths else "record", chunk_chars=lengths, per_doc=recipe.per_doc)
+        if max_per_doc is not None:
+            recipe.per_doc = max_per_doc
         records = [r for p in data for r in read_records(p, text_field, group_field)]
         kept = [r for r in records if group_hash(r.group) not in trained]
-        units = cut_units(kept, _chunks(chunk_chars), max_per_doc=max_per_doc, max_units=limit)
+        # cut the whole file, then drop: on a fitting corpus these are exactly its held-back test units
+        units = [u for u in recipe.cut(records) if group_hash(u.group) not in trained][:limit]
         cache = _cache(cache_dir)
         with _progress() as bar:
             task = bar.add_task("scoring", total=len(units))
@@ -198,7 +216,7 @@ def check(
         loaded: dict[str, Baseline] = {domain: fixed} if domain is not None else {}
         per: dict[str, dict[str, object]] = {}
         routed_by: dict[str, int] = {}
-        flags = n = 0
+        flags = n = beyond = 0
         for u, f in zip(units, feats, strict=True):
             if f is None:
                 continue
@@ -210,7 +228,9 @@ def check(
             if key not in loaded:
                 loaded[key] = resolve(key, side)
                 loaded[key].check_scorer(backend.scorer, key)
-            hit = loaded[key].assess(f, a).flag
+            verdict = loaded[key].assess(f, a)
+            hit = verdict.flag
+            beyond += verdict.beyond_fitted_length
             entry = per.setdefault(key, {"baseline": loaded[key].id, "n": 0, "flags": 0})
             entry["n"] += 1
             entry["flags"] += hit
@@ -220,9 +240,12 @@ def check(
         doc = {"n": n, "flag_rate": flags / n if n else None, "alpha": a,
                "baseline": fixed.id if domain is not None else "router", "flags": flags,
                "n_unscorable": len(feats) - n, "n_dropped_training": len(records) - len(kept),
-               "binomial_99": [lo, hi], "baselines": per, **({"routed_by": routed_by} if domain is None else {})}
+               "binomial_99": [lo, hi], "units": recipe.model_dump(), "n_beyond_fitted_length": beyond,
+               "baselines": per, **({"routed_by": routed_by} if domain is None else {})}
         rate = f"{doc['flag_rate']:.4f}" if n else "n/a"
+        warn = (f"; {beyond} units longer than any the baseline was fitted on (outside its calibration)"
+                if beyond else "")
         typer.echo(json.dumps(doc) if as_json else
-                   f"{doc['baseline']}: {flags}/{n} flagged = {rate} at alpha={a:g} (99% CI {lo:.4f}-{hi:.4f})")
+                   f"{doc['baseline']}: {flags}/{n} flagged = {rate} at alpha={a:g} (99% CI {lo:.4f}-{hi:.4f}){warn}")
     except GuardrailError as e:
         _fail(e)

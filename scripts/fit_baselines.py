@@ -26,7 +26,16 @@ sys.path.insert(0, str(ROOT))
 
 from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from guardrail.baselines.corpus import cut_units, read_records, spread_units  # noqa: E402
-from guardrail.baselines.fit import files_sha256, fit_baseline, flag_rate, rate_check  # noqa: E402
+from guardrail.baselines.fit import (  # noqa: E402
+    DEFAULT_SIGNALS,
+    featurize,
+    files_sha256,
+    fit_baseline,
+    fit_from_features,
+    flag_rate,
+    rate_check,
+    split_units,
+)
 from guardrail.baselines.model import save_baseline  # noqa: E402
 from guardrail.baselines.splits import group_hash, split_of  # noqa: E402
 from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
@@ -47,12 +56,23 @@ def log(msg: str) -> None:
 
 def domain_units(path: Path, max_units: int):
     records = read_records(path)
-    lengths, units = spread_units(records, CHUNK_CHARS, max_units=max_units, max_per_doc=MAX_PER_DOC)
-    return records, lengths, units
+    recipe, units = spread_units(records, CHUNK_CHARS, max_units=max_units, max_per_doc=MAX_PER_DOC)
+    return records, recipe, units
 
 
 def rate_row(rep, alpha: float) -> dict:
     return rate_check(rep.flags, rep.n, alpha)
+
+
+def split_ablation(backend, b, feats, units, attack_feats=None) -> list[dict]:
+    """The same baseline calibrated split-conformally (reference from train, thresholds from calib only):
+    its realised test rates, for the comparison with the shipped cross-conformal calibration."""
+    groups = {k: [u.group for u in v] for k, v in split_units(units).items()}
+    s = fit_from_features(
+        backend.scorer, feats, groups, domain=b.domain, side=Side(b.side), alphas=ALPHAS, widths=b.widths,
+        signals=DEFAULT_SIGNALS, unit=b.unit, corpus=b.corpus, attack_feats=attack_feats, calibration="split",
+    )
+    return [rate_row(r, r.alpha) for r in s.test_rates]
 
 
 async def main() -> None:
@@ -70,20 +90,25 @@ async def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results: dict = {"scorer_id": backend.scorer.id, "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC,
                      "max_units": max_units, "alphas": ALPHAS, "per_domain": {}, "global": {}, "prompt": {}}
-    unit_desc = {"kind": "chunk", "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC, "max_units": max_units}
+    # the global baseline pools the domains' units; checks cut new corpora for it at up to MAX_PER_DOC per document
+    unit_desc = {"kind": "chunk", "chunk_chars": CHUNK_CHARS, "per_doc": MAX_PER_DOC, "max_per_doc": MAX_PER_DOC,
+                 "max_units": max_units}
     all_units, test_feats = [], {}
     for d in DOMAINS:
         path = data / "domains" / f"{d}.jsonl"
-        records, lengths, units = domain_units(path, max_units)
+        records, recipe, units = domain_units(path, max_units)
         log(f"{d}: {len(records)} documents -> {len(units)} units")
         b, feats = await fit_baseline(
-            backend, units, domain=d, side=Side.TEXT, alphas=ALPHAS, unit={**unit_desc, "chunk_chars": lengths},
+            backend, units, domain=d, side=Side.TEXT, alphas=ALPHAS, unit={**unit_desc, **recipe.model_dump()},
             corpus={"files": [path.name], "sha256": files_sha256([path]), "n_records": len(records)}, cache=cache,
         )
         save_baseline(b, OUT / f"{d}.text.json")
         test_feats[d] = feats["test"]
-        results["per_domain"][d] = {"baseline": b.id, "rates": [rate_row(r, r.alpha) for r in b.test_rates]}
-        log(f"{d}: " + ", ".join(f"a={r.alpha}: {r.flags}/{r.n}" for r in b.test_rates))
+        split = split_ablation(backend, b, feats, units)
+        results["per_domain"][d] = {"baseline": b.id, "rates": [rate_row(r, r.alpha) for r in b.test_rates],
+                                    "split_conformal_rates": split}
+        log(f"{d}: " + ", ".join(f"a={r.alpha}: {r.flags}/{r.n}" for r in b.test_rates)
+            + " (split conformal: " + ", ".join(f"{r['flags']}/{r['n']}" for r in split) + ")")
         all_units.extend(units)
     # one global baseline on all domains pooled (scores come from the cache)
     g, _ = await fit_baseline(
@@ -103,7 +128,7 @@ async def main() -> None:
     attack_files = [data / "prompts" / "attacks_gcg.jsonl", data / "prompts" / "attacks_random_search.jsonl"]
     attacks = [r for f in attack_files for r in read_records(f, "prompt", "goal") if split_of(r.group) == "train"]
     log(f"prompt baseline: {len(punits)} benign prompts, {len(attacks)} training attacks")
-    p, _ = await fit_baseline(
+    p, pfeats = await fit_baseline(
         backend, punits, domain="general", side=Side.PROMPT, alphas=ALPHAS,
         unit={"kind": "record"}, corpus={"files": [ppath.name], "sha256": files_sha256([ppath]), "n_records": len(precs),
                                          "attack_files": [f.name for f in attack_files], "n_attacks": len(attacks)},
@@ -111,7 +136,9 @@ async def main() -> None:
     )
     p.training_groups = sorted(set(p.training_groups) | {group_hash(r.group) for r in attacks})
     save_baseline(p, OUT / "general.prompt.json")
-    results["prompt"]["general"] = {"baseline": p.id, "rates": [rate_row(r, r.alpha) for r in p.test_rates]}
+    attack_feats = [f for f in await featurize(backend, [r.text for r in attacks], Side.PROMPT, p.widths, cache) if f]
+    results["prompt"]["general"] = {"baseline": p.id, "rates": [rate_row(r, r.alpha) for r in p.test_rates],
+                                    "split_conformal_rates": split_ablation(backend, p, pfeats, punits, attack_feats)}
     log("prompt: " + ", ".join(f"a={r.alpha}: {r.flags}/{r.n}" for r in p.test_rates))
     (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {OUT}")

@@ -49,12 +49,11 @@ async def main() -> None:
     segs = await score_replies(backend, [(r.group, r.text) for r in recs], cache=cache)
     print(f"scored {len(recs)} replies in {time.time() - t:.0f} s ({sum(s is None for s in segs)} unscorable)")
     feats: dict = {"train": [], "calib": [], "test": []}
-    groups = []
+    groups: dict = {"train": [], "calib": [], "test": []}
     for r, s in zip(recs, segs, strict=True):
         sp = split_of(r.group)
         feats[sp].append(features(s, DEFAULT_WIDTHS) if s is not None else None)
-        if sp != "test":
-            groups.append(r.group)
+        groups[sp].append(r.group)
     b = fit_from_features(
         backend.scorer, feats, groups, domain="general", side=Side.OUTPUT, alphas=ALPHAS, widths=DEFAULT_WIDTHS,
         signals=DEFAULT_SIGNALS, unit={"kind": "reply", "conditioned_on": "instruction", "max_units": args.max_units},

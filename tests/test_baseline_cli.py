@@ -61,5 +61,29 @@ def test_fit_output_side_from_generations(tmp_path):
     assert doc["baseline"].startswith("chat/output@")
     b = json.loads(out.read_text())
     assert b["side"] == "output" and b["unit"]["kind"] == "generation"
-    assert b["detector"] is None and "detector skipped" in b["notes"][0]  # 16 training answers are too few
+    assert b["calibrator"]["parts"][0]["detector"] is None and "detector skipped" in b["notes"][0]  # 16 training answers are too few
     assert sum(doc["corpus"]["n_units"].values()) == 40
+
+
+def test_check_cuts_documents_as_the_baseline_was_fitted(tmp_path):
+    """A corpus baseline's thresholds hold for chunks of the lengths it was fitted on: `check` cuts documents
+    by the baseline's recipe unless told otherwise (whole 4,000-character documents would be another unit)."""
+    texts = [json.loads(line)["text"] for line in (DATA / "calibration" / "medical_qa.jsonl").read_text().splitlines()]
+    docs = [" ".join(texts[i::4]) for i in range(4)]  # 4 long documents of unseen medical answers
+    assert min(len(d) for d in docs) > 4000
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    common = ("--domain", "medical_qa", "--data", str(data), "--alpha", "0.05", "--json", "--cache-dir", str(tmp_path / "c"))
+    rc, so, se = cli("check", *common)
+    assert rc == 0, se
+    doc = json.loads(so)
+    fitted = json.loads(subprocess.run([sys.executable, "-m", "guardrail.cli", "baseline", "show", "medical_qa", "--json"],
+                                       capture_output=True, check=True).stdout)["unit"]
+    assert doc["units"] == {"kind": "chunk", "chunk_chars": fitted["chunk_chars"], "per_doc": fitted["per_doc"]}
+    assert doc["n"] == 4 * fitted["per_doc"]
+    rc, so, se = cli("check", *common, "--max-per-doc", "3")
+    assert json.loads(so)["n"] == 12 and json.loads(so)["units"]["per_doc"] == 3
+    rc, so, se = cli("check", *common, "--chunk-chars", "none")
+    whole = json.loads(so)
+    assert whole["n"] == 4 and whole["units"]["kind"] == "record" and whole["n_beyond_fitted_length"] == 4
+    assert doc["n_beyond_fitted_length"] == 0

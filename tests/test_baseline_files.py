@@ -1,5 +1,6 @@
 """Baseline persistence: JSON only, checksummed, checked against the scorer; splits and corpora."""
 
+import itertools
 import json
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_round_trip_and_id(tmp_path):
 def test_tampered_file_refused(tmp_path):
     p = save_baseline(_baseline(), tmp_path / "b.json")
     data = json.loads(p.read_text())
-    data["calibrator"]["buckets"][0]["calib"][-1] = 1e9
+    data["calibrator"]["parts"][0]["buckets"][0]["calib"][-1] = 1e9
     p.write_text(json.dumps(data))
     with pytest.raises(BaselineError, match=r"b\.json: checksum mismatch.*tampered"):
         load_baseline(p)
@@ -45,7 +46,7 @@ def test_tampered_file_refused(tmp_path):
 @pytest.mark.parametrize(
     "content, needle",
     [(b"{not json", "not a JSON baseline"), (b'{"format": "other"}', "not a guardrail baseline"),
-     (b"\xff\xfe", "not a JSON baseline")],
+     (b"\xff\xfe", "not a JSON baseline"), (b'{"format": "guardrail.baseline/1"}', "this guardrail reads .* refit it")],
 )
 def test_unreadable_files(tmp_path, content, needle):
     p = tmp_path / "x.json"
@@ -81,16 +82,34 @@ def test_split_rule_is_deterministic_and_balanced():
     assert abs(frac["train"] - 0.4) < 0.03 and abs(frac["calib"] - 0.3) < 0.03 and abs(frac["test"] - 0.3) < 0.03
 
 
-def test_chunks_keep_their_document_group():
-    text = " ".join(f"word{i}" for i in range(2000))
-    [type("R", (), {})] and read_records
+def test_chunks_keep_their_document_group_and_spread_over_it():
     from guardrail.baselines.corpus import Record
 
-    units = cut_units([Record(text, "doc-A", {}), Record("short doc here", "doc-B", {})], [100, 300], max_per_doc=5)
+    text = " ".join(f"word{i}" for i in range(2000))
+    units = cut_units([Record(text, "doc-A", {}), Record("a short document, one chunk only", "doc-B", {})], [100, 300], max_per_doc=5)
     a = [u for u in units if u.group == "doc-A"]
     assert len(a) == 5 and all(len(u.text) <= 300 for u in a)
-    assert {len(u.text) <= 100 for u in a[::2]} == {True}  # lengths cycle 100, 300, 100, ...
     assert all(u.text == u.text.strip() and u.text in text for u in a)
+    every = cut_units([Record(text, "doc-A", {})], [100, 300], max_per_doc=10_000)
+    assert {len(u.text) <= 100 for u in every[::2]} == {True}  # lengths cycle 100, 300, 100, ...
+    # the 5 kept chunks are spread evenly over the document, not its first 5
+    pos = [text.index(u.text) for u in a]
+    assert pos == sorted(pos) and pos[0] > 0 and pos[-1] > 0.75 * len(text)
+    gaps = [b - x for x, b in itertools.pairwise(pos)]
+    assert max(gaps) < 1.5 * min(gaps)
+    assert [u.text for u in units if u.group == "doc-B"] == ["a short document, one chunk only"]
+
+
+def test_unit_recipe_round_trips_through_a_baseline_unit():
+    from guardrail.baselines.corpus import Record, UnitRecipe, spread_units
+
+    docs = [Record(" ".join(f"w{i}x{j}" for j in range(400)), f"doc{i}", {}) for i in range(30)]
+    recipe, units = spread_units(docs, [256, 512], max_units=120)
+    assert recipe.kind == "chunk" and recipe.per_doc == 4
+    again = UnitRecipe.of({"kind": "chunk", **recipe.model_dump(), "max_units": 120}).cut(docs, 120)
+    assert [u.text for u in again] == [u.text for u in units]
+    assert UnitRecipe.of({"kind": "record"}).cut(docs) == UnitRecipe.of(None).cut(docs)
+    assert len(UnitRecipe.of({"kind": "reply"}).cut(docs)) == 30  # prompt/output baselines: whole records
 
 
 def test_corpus_errors_name_the_file(tmp_path):
@@ -122,8 +141,8 @@ def test_spread_units_cap_keeps_every_split():
     from guardrail.baselines.splits import split_of
 
     docs = [Record(" ".join(f"w{i}x{j}" for j in range(300)), f"doc{i}", {}) for i in range(400)]
-    lengths, units = spread_units(docs, [256, 512], max_units=200)
-    assert len(units) == 200 and lengths == [256, 512]
+    recipe, units = spread_units(docs, [256, 512], max_units=200)
+    assert len(units) == 200 and recipe.chunk_chars == [256, 512] and recipe.per_doc == 1
     counts = {s: sum(split_of(u.group) == s for u in units) for s in ("train", "calib", "test")}
     assert counts["test"] >= 40 and counts["calib"] >= 40, counts
     assert len({u.group for u in units}) == 200  # one chunk per document: spread as wide as possible

@@ -61,7 +61,7 @@ def test_refuses_too_small_samples_with_the_minimum():
         fit_calibrator(draw(rng, 500), draw(rng, 500), SIGNALS, 0.001)
     cal = fit_calibrator(draw(rng, 300), draw(rng, 300), SIGNALS, 0.05)
     with pytest.raises(ConfigError, match=r"alpha=0\.001 needs at least 999"):
-        cal.threshold(0, 0.001)
+        cal.assess({"n_scored": 50.0, "max_w8": 5.0, "min_w16": 1.0, "whole_nll": 3.0}, 0.001)
 
 
 def test_min_n():
@@ -121,3 +121,14 @@ def test_integer_signal_one_step_past_the_reference_is_not_extreme():
     far = cal.assess({"n_scored": 100.0, "repeat_run": 24.0}, 0.01)
     assert near.signal_p["repeat_run"] > 1e-3  # one step: unusual, not astronomically so
     assert far.signal_p["repeat_run"] < 1e-6 and far.flag
+
+
+def test_texts_longer_than_any_fitting_unit_are_marked():
+    rng = np.random.default_rng(5)
+    train = draw(rng, 600)
+    cal = fit_calibrator(train, draw(rng, 600), SIGNALS, 0.05)
+    longest = max(f["n_scored"] for f in train)
+    assert cal.max_len == int(longest)
+    typical = {"n_scored": longest, "max_w8": 6.0, "min_w16": 1.0, "whole_nll": 3.0}
+    assert not cal.assess(typical, 0.05).beyond_fitted_length
+    assert cal.assess(dict(typical, n_scored=longest * 10), 0.05).beyond_fitted_length

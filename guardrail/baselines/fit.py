@@ -7,20 +7,22 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from ..backends.base import Backend, GenerationRequest, Message, ScorerInfo
 from ..batch import score_texts
 from ..cache import ScoreCache
+from ..errors import ConfigError
 from ..types import Side
-from .conformal import fit_calibrator
+from .conformal import Calibrator, fit_calibrator, length_ranges, reference_part
 from .corpus import Unit
 from .detector import fit_detector, min_detector_units
 from .features import Tail, features, tail_of
 from .model import Baseline, RateReport
-from .splits import Split, group_hash, split_of
+from .splits import Split, fold_of, group_hash, split_of
 
 __all__ = [
-    "DEFAULT_SIGNALS", "DEFAULT_WIDTHS", "binomial_interval", "featurize", "files_sha256", "fit_baseline",
+    "DEFAULT_SIGNALS", "DEFAULT_WIDTHS", "binomial_interval", "cross_calibrate", "featurize", "files_sha256", "fit_baseline",
     "fit_from_features", "fit_output_baseline", "flag_rate", "generation_features", "rate_check", "split_units",
 ]
 
@@ -82,12 +84,38 @@ def flag_rate(b: Baseline, feats: Sequence[Mapping[str, float] | None], alpha: f
 
 
 Feats = list[dict[str, float] | None]
+Calibration = Literal["split", "cross"]
+FOLDS = 5
+
+
+def cross_calibrate(
+    pool: Sequence[dict[str, float]], groups: Sequence[str], tails: Mapping[str, Tail], alpha_min: float,
+    detector: bool, attacks: Sequence[dict[str, float]] | None, k: int,
+) -> Calibrator:
+    """Cross-conformal over group folds of the fitting units (see conformal's module doc): part ``j`` holds a
+    reference and detector fitted without fold ``j`` and the scores of fold ``j``'s units against them."""
+    folds = [fold_of(g, k) for g in groups]
+    ks = sorted(set(folds))
+    if len(ks) < 2:
+        raise ConfigError(f"cross-conformal calibration needs groups in at least 2 of {k} folds, got {len(ks)}")
+    lens = [f["n_scored"] for f in pool]
+    # each fold's reference keeps (K-1)/K of a bucket: ask the pool for 10 K/(K-1) units per bucket
+    ranges = length_ranges(lens, lens, alpha_min, min_ref=math.ceil(10 * len(ks) / (len(ks) - 1)))
+    parts = []
+    for fold in ks:
+        ref = [f for f, fo in zip(pool, folds, strict=True) if fo != fold]
+        parts.append(reference_part(ref, tails, ranges, fit_detector(ref, attacks) if detector else None))
+    cal = Calibrator(signals=dict(tails), parts=parts, method="cross", max_len=int(max(lens)))
+    for j, fold in enumerate(ks):
+        mine = [f for f, fo in zip(pool, folds, strict=True) if fo == fold]
+        cal.set_calibration([f["n_scored"] for f in mine], [cal.score(f, j) for f in mine], part=j)
+    return cal
 
 
 def fit_from_features(
     scorer: ScorerInfo,
     feats: Mapping[Split, Feats],
-    groups_used: Sequence[str],
+    groups: Mapping[Split, Sequence[str]],
     *,
     domain: str,
     side: Side,
@@ -98,30 +126,44 @@ def fit_from_features(
     corpus: Mapping[str, object],
     detector: bool = True,
     attack_feats: Sequence[dict[str, float]] | None = None,
+    calibration: Calibration = "cross",
+    folds: int = FOLDS,
 ) -> Baseline:
-    """Calibrate on ``feats['train']`` (reference, detector) and ``feats['calib']`` (conformal thresholds);
-    report flag rates on ``feats['test']``."""
+    """Fit on the units of ``feats['train']`` and ``feats['calib']`` (``groups`` holds each unit's group key,
+    in the same order); report flag rates on ``feats['test']``.
+
+    ``calibration="split"``: reference and detector from train, conformal thresholds from calib.
+    ``"cross"`` (default): train and calib pooled, cross-conformal over ``folds`` group folds."""
     train = [f for f in feats["train"] if f]
     calib = [f for f in feats["calib"] if f]
     tails: dict[str, Tail] = {s: tail_of(s) for s in signals}
-    det = None
+    ref_n = len(train) if calibration == "split" else (len(train) + len(calib)) * (folds - 1) // folds
     notes: list[str] = []
-    if detector and len(train) < min_detector_units():
-        notes.append(f"detector skipped: it needs at least {min_detector_units()} benign training units, "
-                     f"the train split has {len(train)}")
-    elif detector:
-        det = fit_detector(train, attack_feats or None)
+    if detector and ref_n < min_detector_units():
+        notes.append(f"detector skipped: it needs at least {min_detector_units()} benign reference units, "
+                     f"got {ref_n}")
+        detector = False
+    if detector:
         tails["detector"] = "high"
-        train = [{**f, "detector": det.score(f)} for f in train]
-        calib = [{**f, "detector": det.score(f)} for f in calib]
-    cal = fit_calibrator(train, calib, tails, min(alphas))
+    attacks = attack_feats or None
+    if calibration == "split":
+        det = fit_detector(train, attacks) if detector else None
+        cal = fit_calibrator(train, calib, tails, min(alphas), detector=det)
+    else:
+        pool, pool_groups = [], []
+        for name in ("train", "calib"):
+            for f, g in zip(feats[name], groups[name], strict=True):
+                if f:
+                    pool.append(f)
+                    pool_groups.append(g)
+        cal = cross_calibrate(pool, pool_groups, tails, min(alphas), detector, attacks, folds)
     b = Baseline(
         domain=domain, side=side.value, scorer_id=scorer.id, model=scorer.model, tokenizer=scorer.tokenizer,
         logprob_mode=scorer.logprob_mode.value, widths=list(widths), unit=dict(unit),
         corpus={**corpus, "n_units": {k: len(v) for k, v in feats.items()}},
-        calibrator=cal, detector=det, target_alphas=sorted(alphas),
+        calibrator=cal, target_alphas=sorted(alphas),
         fit_date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        training_groups=sorted({group_hash(g) for g in groups_used}), notes=notes,
+        training_groups=sorted({group_hash(g) for name in ("train", "calib") for g in groups[name]}), notes=notes,
     )
     b.test_rates = [flag_rate(b, feats["test"], a) for a in sorted(alphas)]
     return b
@@ -142,6 +184,7 @@ async def fit_baseline(
     progress: Callable[[int], None] | None = None,
     detector: bool = True,
     attacks: Sequence[str] = (),
+    calibration: Calibration = "cross",
 ) -> tuple[Baseline, dict[Split, Feats]]:
     """Score ``units`` by teacher forcing and fit on their train and calib splits (see fit_from_features).
 
@@ -153,9 +196,9 @@ async def fit_baseline(
         feats[name] = await featurize(backend, [u.text for u in by[name]], side, widths, cache, progress)
     attack_feats = [f for f in await featurize(backend, list(attacks), side, widths, cache) if f] if attacks else None
     b = fit_from_features(
-        backend.scorer, feats, [u.group for u in by["train"] + by["calib"]], domain=domain, side=side,
+        backend.scorer, feats, {k: [u.group for u in v] for k, v in by.items()}, domain=domain, side=side,
         alphas=alphas, widths=widths, signals=signals, unit=unit, corpus=corpus, detector=detector,
-        attack_feats=attack_feats,
+        attack_feats=attack_feats, calibration=calibration,
     )
     return b, feats
 
@@ -181,7 +224,7 @@ async def fit_output_baseline(
     backend: Backend, prompts: Sequence[str], *, domain: str, alphas: Sequence[float] = (0.01, 0.05),
     widths: Sequence[int] = DEFAULT_WIDTHS, signals: Sequence[str] = DEFAULT_SIGNALS,
     corpus: Mapping[str, object], max_tokens: int = 128, temperature: float = 0.7, seed: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, calibration: Calibration = "cross",
 ) -> Baseline:
     """An output-side baseline from generations: prompts split by their text, answers generated and scored."""
     by: dict[Split, list[str]] = {"train": [], "calib": [], "test": []}
@@ -193,6 +236,6 @@ async def fit_output_baseline(
                                                 temperature=temperature, seed=seed, progress=progress)
     unit = {"kind": "generation", "max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     return fit_from_features(
-        backend.scorer, feats, by["train"] + by["calib"], domain=domain, side=Side.OUTPUT, alphas=alphas,
-        widths=widths, signals=signals, unit=unit, corpus=corpus,
+        backend.scorer, feats, by, domain=domain, side=Side.OUTPUT, alphas=alphas,
+        widths=widths, signals=signals, unit=unit, corpus=corpus, calibration=calibration,
     )

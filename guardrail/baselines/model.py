@@ -23,7 +23,7 @@ from .detector import Detector
 
 __all__ = ["FORMAT", "Baseline", "BaselineError", "RateReport", "load_baseline", "save_baseline"]
 
-FORMAT = "guardrail.baseline/1"
+FORMAT = "guardrail.baseline/2"
 
 
 class BaselineError(ConfigError):
@@ -42,7 +42,7 @@ class RateReport(BaseModel):
 class Baseline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["guardrail.baseline/1"] = FORMAT
+    format: Literal["guardrail.baseline/2"] = FORMAT
     domain: str
     side: Literal["prompt", "output", "text"]
     scorer_id: str
@@ -52,8 +52,7 @@ class Baseline(BaseModel):
     widths: list[int]
     unit: dict[str, Any]
     corpus: dict[str, Any]
-    calibrator: Calibrator
-    detector: Detector | None = None  # when set, its score is the calibrator's "detector" signal
+    calibrator: Calibrator  # its parts hold the multivariate detector(s)
     target_alphas: list[float]
     fit_date: str
     training_groups: list[str] = Field(default_factory=list)
@@ -82,12 +81,13 @@ class Baseline(BaseModel):
                     f"fit a baseline for this scorer (guardrail baseline fit)"
                 )
 
-    def signals_of(self, feat: dict[str, float]) -> dict[str, float]:
-        """The features plus the detector's score, as the calibrator reads them."""
-        return {**feat, "detector": self.detector.score(feat)} if self.detector else feat
+    @property
+    def detector(self) -> Detector | None:
+        """The multivariate detector of the first calibration part (one per fold under cross-conformal)."""
+        return self.calibrator.parts[0].detector
 
     def assess(self, feat: dict[str, float], alpha: float) -> Assessment:
-        return self.calibrator.assess(self.signals_of(feat), alpha)
+        return self.calibrator.assess(feat, alpha)
 
 
 def save_baseline(b: Baseline, path: str | Path) -> Path:
@@ -95,7 +95,8 @@ def save_baseline(b: Baseline, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(b.model_dump(mode="json"), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    # compact: the references are long lists of numbers (one per line would double the file)
+    tmp.write_text(json.dumps(b.model_dump(mode="json"), sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -110,7 +111,11 @@ def load_baseline(path: str | Path, scorer: ScorerInfo | None = None) -> Baselin
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BaselineError(f"{path}: not a JSON baseline file ({e})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("guardrail.baseline/") and fmt != FORMAT:
+        raise BaselineError(f"{path}: baseline format {fmt!r}, this guardrail reads {FORMAT!r}: refit it "
+                            f"(guardrail baseline fit)")
+    if fmt != FORMAT:
         raise BaselineError(f"{path}: not a guardrail baseline (format must be {FORMAT!r})")
     try:
         b = Baseline.model_validate(data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-__all__ = ["SALT", "Split", "group_hash", "split_of"]
+__all__ = ["SALT", "Split", "fold_of", "group_hash", "split_of"]
 
 Split = Literal["train", "calib", "test"]
 SALT = "guardrail-split-v1"
@@ -30,3 +30,8 @@ def split_of(key: str) -> Split:
         if u < acc:
             return name
     return FRACTIONS[-1][0]
+
+
+def fold_of(key: str, k: int) -> int:
+    """The cross-conformal fold (0..k-1) of a group: a hash salted apart from the split's."""
+    return int(group_hash("fold\x00" + key), 16) % k

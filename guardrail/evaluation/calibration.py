@@ -1,9 +1,8 @@
 """``guardrail eval calibration``: realised false-alarm rate per domain vs the target alpha.
 
 Each corpus file is a domain (its stem names the shipped baseline, e.g. ``legal_contracts.jsonl``).  Units are
-cut as the domain's baseline was fitted (document order, chunk lengths, chunks per document), from documents
-not in its training data; each rate
-comes with its exact 99 % binomial interval and the check the Baselines issue states: within [0.5a, 1.5a]
+cut by the domain's baseline's recipe (document order, chunk lengths, chunks per document), from documents
+not in its training data; each rate comes with its exact 99 % binomial interval and the check the Baselines issue states: within [0.5a, 1.5a]
 where n is large enough for that band (about 1,500 units at a = 1 %, 300 at 5 %), otherwise within the 99 %
 binomial interval of Binomial(n, a).  With ``compare_global`` the pooled global baseline is measured on the
 same units.
@@ -15,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..backends.base import Backend
-from ..baselines.corpus import chunks_per_doc, cut_units, read_records, visit_order
+from ..baselines.corpus import UnitRecipe, read_records
 from ..baselines.fit import featurize, flag_rate, rate_check
 from ..baselines.model import Baseline
 from ..baselines.splits import group_hash
@@ -26,22 +25,17 @@ __all__ = ["eval_calibration"]
 
 
 def _units(path: Path, b: Baseline, text_field: str, limit: int | None):
-    """Units cut exactly as the baseline's fitting cut its corpus (document order, chunk lengths, chunks per
-    document), then those of its training documents dropped: on the fitting corpus itself the first units are
-    its test split; on a new corpus the same unit definition the thresholds were calibrated for."""
+    """Units cut by the baseline's recipe (chunk lengths, chunks per document spread over it, document order),
+    then those of its training documents dropped: on the fitting corpus itself these are its test split; on a
+    new corpus the same unit definition the thresholds were calibrated for."""
     records = read_records(path, text_field)
     trained = set(b.training_groups)
-    unit = b.unit or {}
-    cap = limit or int(unit.get("max_units") or 500)
-    if unit.get("kind") == "chunk":
-        n_fit = int((b.corpus or {}).get("n_records") or len(records))
-        per_doc = chunks_per_doc(int(unit.get("max_units") or cap), n_fit, int(unit.get("max_per_doc", 16)))
-        units = cut_units(visit_order(records), unit["chunk_chars"], max_per_doc=per_doc)
-    else:
-        units = cut_units(records, None, max_per_doc=1)
+    units = UnitRecipe.of(b.unit).cut(records)
     kept = [u for u in units if group_hash(u.group) not in trained]
     dropped = len({u.group for u in units}) - len({u.group for u in kept})
-    return kept[:cap], dropped
+    return kept[: limit or int((b.unit or {}).get("max_units") or 500)], dropped
+
+
 def _rates(b: Baseline, feats: Sequence[dict[str, float] | None], alphas: Sequence[float]) -> list[dict]:
     out = []
     for a in alphas:
