@@ -132,3 +132,36 @@ def test_texts_longer_than_any_fitting_unit_are_marked():
     typical = {"n_scored": longest, "max_w8": 6.0, "min_w16": 1.0, "whole_nll": 3.0}
     assert not cal.assess(typical, 0.05).beyond_fitted_length
     assert cal.assess(dict(typical, n_scored=longest * 10), 0.05).beyond_fitted_length
+
+
+def test_length_trend_is_robust_and_only_where_lengths_vary():
+    from guardrail.baselines.conformal import length_trend
+
+    rng = np.random.default_rng(8)
+    ln = np.log(rng.integers(20, 2000, 600).astype(float))
+    v = 2.0 + 0.5 * ln + rng.normal(0, 0.2, 600)
+    v[:30] += 40.0  # 5 % wild values do not tilt it
+    a, b = length_trend(v, ln)
+    assert abs(b - 0.5) < 0.08 and abs(a - 2.0) < 0.4
+    assert length_trend(v[:39], ln[:39]) is None  # too few
+    assert length_trend(v, np.full(600, 4.0)) is None  # all of one length
+
+
+def test_length_trend_keeps_long_texts_at_alpha_in_one_wide_bucket():
+    """One bucket over 5-2000 tokens where the max signal grows with log length: without the trend the long
+    texts take the flags; with it every length is flagged near alpha."""
+    rng = np.random.default_rng(9)
+
+    def texts(n, lo=5, hi=2000):
+        lens = np.exp(rng.uniform(math.log(lo), math.log(hi), n))
+        return [{"n_scored": float(round(L)), "max_w8": float(rng.gamma(4, 1) + 2.5 * math.log(L)),
+                 "min_w16": float(rng.normal(1.0, 0.3)), "whole_nll": float(rng.normal(3.0, 0.5))} for L in lens]
+
+    train, calib = texts(3000), texts(3000)
+    long = texts(6000, 800, 2000)
+    rates = {}
+    for trend in (False, True):
+        cal = fit_calibrator(train, calib, SIGNALS, 0.05, max_buckets=1, trend=trend)
+        rates[trend] = np.mean([cal.assess(f, 0.05).flag for f in long])
+    assert rates[False] > 0.12, rates
+    assert 0.02 < rates[True] < 0.08, rates

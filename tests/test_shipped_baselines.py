@@ -57,7 +57,7 @@ def test_one_global_baseline_is_miscalibrated_where_per_domain_ones_are_not():
     outside = [(d, r["alpha"]) for d in DOMAINS for r in RESULTS["global"][d]["rates"] if not within(r)]
     assert len(outside) >= 2, outside
     legal = {r["alpha"]: r for r in RESULTS["global"]["legal_contracts"]["rates"]}
-    assert legal[0.05]["flag_rate"] > 2 * 0.05 and not within(legal[0.05])
+    assert legal[0.05]["flag_rate"] > 1.5 * 0.05 and not within(legal[0.05])
     for d, a in outside:
         (own,) = [r for r in RESULTS["per_domain"][d]["rates"] if r["alpha"] == a]
         assert within(own)
@@ -123,3 +123,14 @@ def test_eval_reference_is_shipped_for_the_same_scorer(tmp_path):
     bad.write_text(json.dumps(doc))
     with pytest.raises(BaselineError, match=r"ref\.json: not an evaluation reference"):
         load_reference(bad)
+
+
+def test_resolve_names_the_sides_a_domain_is_shipped_for():
+    from guardrail.baselines.model import BaselineError
+
+    assert resolve("general", "prompt").side == "prompt"
+    assert resolve("code_python", "prompt").side == "text"  # no prompt-side code baseline: the corpus one serves
+    with pytest.raises(BaselineError, match=r"'general' is shipped for side output, prompt: pass --side output"):
+        resolve("general", "text")
+    with pytest.raises(BaselineError, match=r"shipped domains: code_python, general, general_chat"):
+        resolve("klingon", "text")

@@ -16,6 +16,8 @@
 
 Length buckets: the max over more windows grows with length, so units are bucketed by scored-token count;
 edges are quantiles of the training lengths, as many buckets (<= 4) as the calibration split can fill.
+Within a bucket (the last is unbounded) signals still drift with length: each signal's robust line against
+log length is removed (:func:`length_trend`) and the reference holds residuals.
 
 **Cross-conformal** (``method="cross"``, fitted by baselines.fit): with few documents, a calibration split of a
 third of them is a small sample of documents, and chunks of one document are not independent -- the
@@ -45,7 +47,8 @@ from .detector import Detector
 from .features import Tail
 
 __all__ = [
-    "Assessment", "Bucket", "Calibrator", "Part", "fit_calibrator", "length_ranges", "min_n", "reference_part",
+    "Assessment", "Bucket", "Calibrator", "Part", "fit_calibrator", "length_ranges", "length_trend", "min_n",
+    "reference_part",
 ]
 
 
@@ -59,9 +62,15 @@ class Bucket(BaseModel):
 
     lo: int  # scored-token count range [lo, hi); hi None = unbounded
     hi: int | None
-    reference: dict[str, list[float]]  # signal -> sorted train values
+    reference: dict[str, list[float]]  # signal -> sorted train values (residuals where the signal has a trend)
     calib: list[float]  # sorted combined scores of the calibration units
+    trend: dict[str, tuple[float, float]] = {}  # signal -> (a, b): value ~ a + b log(n_scored) in this bucket
     _arrays: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
+
+    def residual(self, signal: str, x: float, n_scored: float) -> float:
+        """``x`` with the bucket's length trend of ``signal`` removed (``x`` itself where it has none)."""
+        t = self.trend.get(signal)
+        return x if t is None else x - (t[0] + t[1] * math.log(max(1.0, n_scored)))
 
     def ref(self, signal: str) -> np.ndarray:
         arr = self._arrays.get(signal)
@@ -158,8 +167,8 @@ class Calibrator(BaseModel):
     def combined(self, feat: Mapping[str, float], bucket: int, part: int = 0) -> tuple[float, dict[str, float]]:
         """Combined score S of ``feat`` against one part's reference, and the per-signal p-values."""
         pt = self.parts[part]
-        f, b = pt.augment(feat), pt.buckets[bucket]
-        ps = {s: _tail_p(b.ref(s), float(f.get(s, float("nan"))), t) for s, t in self.signals.items()}
+        f, b, n = pt.augment(feat), pt.buckets[bucket], feat["n_scored"]
+        ps = {s: _tail_p(b.ref(s), b.residual(s, float(f.get(s, float("nan"))), n), t) for s, t in self.signals.items()}
         return max(-math.log(p) for p in ps.values()), ps
 
     def score(self, feat: Mapping[str, float], part: int = 0) -> float:
@@ -250,22 +259,50 @@ def length_ranges(
     return [(0, None)]
 
 
+def length_trend(values: np.ndarray, log_n: np.ndarray, min_units: int = 40) -> tuple[float, float] | None:
+    """A robust line ``value ~ a + b log n``: the slope between the medians of the shorter and the longer half
+    (breakdown 25 %: a few extreme texts do not tilt it), through the overall medians.  None where the bucket
+    is too small or its lengths too alike for a slope to mean anything."""
+    if values.size < min_units:
+        return None
+    order = np.argsort(log_n, kind="stable")
+    lo, hi = order[: values.size // 2], order[values.size // 2 :]
+    run = float(np.median(log_n[hi]) - np.median(log_n[lo]))
+    if run < 0.2:  # the longer half is not even ~22 % longer
+        return None
+    b = float(np.median(values[hi]) - np.median(values[lo])) / run
+    return float(f"{float(np.median(values)) - b * float(np.median(log_n)):.7g}"), float(f"{b:.7g}")
+
+
 def reference_part(
     train: Sequence[Mapping[str, float]], signals: Mapping[str, Tail], ranges: Sequence[Range],
-    detector: Detector | None = None,
+    detector: Detector | None = None, trend: bool = True,
 ) -> Part:
     """A part holding the reference distributions of ``train`` per length range (no calibration scores yet);
-    ``detector`` (fitted on the same units) adds its score as the "detector" signal."""
+    ``detector`` (fitted on the same units) adds its score as the "detector" signal.
+
+    ``trend``: within a bucket, signals still drift with length (the max over more windows grows, the share
+    of distinct tokens falls); each signal's robust line against log length is removed and the reference
+    holds the residuals, so a long text in a wide bucket (the last one is unbounded) is compared with texts
+    of its own length, and texts past the longest fitting unit are extrapolated along the line."""
     t_len = np.array([f["n_scored"] for f in train])
     rows = [dict(Part(detector=detector, buckets=[]).augment(f)) for f in train]
     buckets = []
     for lo, hi in ranges:
         inside = _members(t_len, lo, hi)
-        # 7 significant digits: the file stays small, and calibration scores are computed against these values
-        ref = {s: sorted(float(f"{float(f[s]):.7g}") for f, m in zip(rows, inside, strict=True)
-                         if m and math.isfinite(f.get(s, float("nan"))))
-               for s in signals}
-        buckets.append(Bucket(lo=lo, hi=hi, reference=ref, calib=[]))
+        ref, trends = {}, {}
+        for s in signals:
+            pairs = [(float(f[s]), math.log(max(1.0, f["n_scored"]))) for f, m in zip(rows, inside, strict=True)
+                     if m and math.isfinite(f.get(s, float("nan")))]
+            v = np.array([p[0] for p in pairs])
+            ln = np.array([p[1] for p in pairs])
+            t = length_trend(v, ln) if trend else None
+            if t is not None:
+                trends[s] = t
+                v = v - (t[0] + t[1] * ln)
+            # 7 significant digits: the file stays small; calibration scores are computed against these values
+            ref[s] = sorted(float(f"{x:.7g}") for x in v)
+        buckets.append(Bucket(lo=lo, hi=hi, reference=ref, calib=[], trend=trends))
     return Part(detector=detector, buckets=buckets)
 
 
@@ -276,11 +313,12 @@ def fit_calibrator(
     alpha_min: float,
     max_buckets: int = 4,
     detector: Detector | None = None,
+    trend: bool = True,
 ) -> Calibrator:
     """Split conformal: reference (and ``detector``, fitted on it) from ``train``, thresholds from the combined
     scores of ``calib``."""
     ranges = length_ranges([f["n_scored"] for f in train], [f["n_scored"] for f in calib], alpha_min, max_buckets)
-    cal = Calibrator(signals=dict(signals), parts=[reference_part(train, signals, ranges, detector)],
+    cal = Calibrator(signals=dict(signals), parts=[reference_part(train, signals, ranges, detector, trend)],
                      max_len=int(max(f["n_scored"] for f in train)))
     cal.set_calibration([f["n_scored"] for f in calib], [cal.score(f) for f in calib])
     return cal

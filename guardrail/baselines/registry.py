@@ -31,5 +31,9 @@ def resolve(name: str, side: str = "text") -> Baseline:
     for key in ((name, side), (name, "text")):
         if key in table:
             return load_baseline(table[key])
+    sides = sorted(sd for d, sd in table if d == name)
+    if sides:
+        raise BaselineError(f"no baseline {name!r} for side {side!r}; {name!r} is shipped for side "
+                            f"{', '.join(sides)}: pass --side {sides[0]}")
     known = sorted({d for d, _ in table}) or ["(none shipped)"]
     raise BaselineError(f"no baseline {name!r} for side {side!r}; shipped domains: {', '.join(known)}")

@@ -226,9 +226,9 @@ class Guardrail(Method):
 
 def _is_low(b: Baseline, feats: dict[str, float], signal: str) -> bool:
     """Whether a two-sided signal is on its low side (below its reference median)."""
-    bucket = b.calibrator.bucket_of(feats["n_scored"])
-    ref = b.calibrator.buckets[bucket].ref(signal)
-    return bool(ref.size) and feats[signal] < float(np.median(ref))
+    bk = b.calibrator.buckets[b.calibrator.bucket_of(feats["n_scored"])]
+    ref = bk.ref(signal)
+    return bool(ref.size) and bk.residual(signal, feats[signal], feats["n_scored"]) < float(np.median(ref))
 
 
 def _extreme_window(a: TokenArrays, width: int, low: bool) -> Span:
