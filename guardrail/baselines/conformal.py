@@ -195,7 +195,9 @@ class Calibrator(BaseModel):
     def threshold(self, bucket: int, alpha: float) -> float | None:
         """The combined-score threshold of split conformal (flag when S > it); None for cross-conformal, whose
         decision compares each fold's S with that fold's calibration scores (see :meth:`assess`)."""
-        n = self._need(bucket, alpha)
+        return self._threshold(bucket, self._need(bucket, alpha), alpha)
+
+    def _threshold(self, bucket: int, n: int, alpha: float) -> float | None:
         if len(self.parts) > 1:
             return None
         return self.parts[0].buckets[bucket].calib[math.ceil((n + 1) * (1 - alpha)) - 1]
@@ -217,7 +219,7 @@ class Calibrator(BaseModel):
         signal_p = {sig: math.exp(v / len(self.parts)) for sig, v in logs.items()}  # geometric mean over parts
         return Assessment(
             flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=(1 + n_ge) / (n + 1),
-            score=float(np.mean(scores)), threshold=self.threshold(b, alpha), bucket=b, signal_p=signal_p,
+            score=float(np.mean(scores)), threshold=self._threshold(b, n, alpha), bucket=b, signal_p=signal_p,
             top_signal=min(signal_p, key=signal_p.__getitem__),
             beyond_fitted_length=self.max_len is not None and feat["n_scored"] > self.max_len,
         )
@@ -286,8 +288,8 @@ def reference_part(
     holds the residuals, so a long text in a wide bucket (the last one is unbounded) is compared with texts
     of its own length, and texts past the longest fitting unit are extrapolated along the line."""
     t_len = np.array([f["n_scored"] for f in train])
-    rows = [dict(Part(detector=detector, buckets=[]).augment(f)) for f in train]
-    buckets = []
+    part = Part(detector=detector, buckets=[])
+    rows = [part.augment(f) for f in train]
     for lo, hi in ranges:
         inside = _members(t_len, lo, hi)
         ref, trends = {}, {}
@@ -302,8 +304,8 @@ def reference_part(
                 v = v - (t[0] + t[1] * ln)
             # 7 significant digits: the file stays small; calibration scores are computed against these values
             ref[s] = sorted(float(f"{x:.7g}") for x in v)
-        buckets.append(Bucket(lo=lo, hi=hi, reference=ref, calib=[], trend=trends))
-    return Part(detector=detector, buckets=buckets)
+        part.buckets.append(Bucket(lo=lo, hi=hi, reference=ref, calib=[], trend=trends))
+    return part
 
 
 def fit_calibrator(
