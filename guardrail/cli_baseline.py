@@ -205,8 +205,7 @@ def check(
             recipe.per_doc = max_per_doc
         records = [r for p in data for r in read_records(p, text_field, group_field)]
         kept = [r for r in records if group_hash(r.group) not in trained]
-        # cut the whole file, then drop: on a fitting corpus these are exactly its held-back test units
-        units = [u for u in recipe.cut(records) if group_hash(u.group) not in trained][:limit]
+        units = recipe.held_out(records, trained)[:limit]
         cache = _cache(cache_dir)
         with _progress() as bar:
             task = bar.add_task("scoring", total=len(units))

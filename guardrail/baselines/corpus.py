@@ -154,6 +154,13 @@ class UnitRecipe(BaseModel):
             return cut_units(records, None, max_per_doc=1, max_units=max_units)
         return cut_units(visit_order(records), self.chunk_chars, max_per_doc=self.per_doc, max_units=max_units)
 
+    def held_out(self, records: Sequence[Record], fitted: set[str]) -> list[Unit]:
+        """Units of ``records`` not in the fitting groups (``fitted``: group hashes).  The whole file is cut
+        first, then those units dropped, so that on a fitting corpus these are exactly its held-back units."""
+        from .splits import group_hash
+
+        return [u for u in self.cut(records) if group_hash(u.group) not in fitted]
+
 
 def spread_units(
     records: Sequence[Record], lengths: Sequence[int], *, max_units: int, max_per_doc: int = 16,

@@ -30,9 +30,8 @@ def _units(path: Path, b: Baseline, text_field: str, limit: int | None):
     new corpus the same unit definition the thresholds were calibrated for."""
     records = read_records(path, text_field)
     trained = set(b.training_groups)
-    units = UnitRecipe.of(b.unit).cut(records)
-    kept = [u for u in units if group_hash(u.group) not in trained]
-    dropped = len({u.group for u in units}) - len({u.group for u in kept})
+    kept = UnitRecipe.of(b.unit).held_out(records, trained)
+    dropped = len({r.group for r in records if group_hash(r.group) in trained})
     return kept[: limit or int((b.unit or {}).get("max_units") or 500)], dropped
 
 
