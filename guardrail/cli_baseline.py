@@ -171,6 +171,7 @@ def check(
     limit: Annotated[int | None, typer.Option("--limit", help="check at most N units")] = None,
     cache_dir: CacheOpt = None,
     model: ModelOpt = None,
+    record_signals: Annotated[Path | None, typer.Option("--record-signals", help="append each unit's signal vector (no text) to this JSONL file, for baseline recalibrate (needs --domain)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Realised flag rate of a baseline on texts not used to fit it (records of its training groups are dropped).
@@ -188,6 +189,9 @@ def check(
 
     try:
         a = _alpha(alpha)
+        if record_signals is not None and domain is None:
+            raise ConfigError("--record-signals needs --domain: a signal vector means something only against "
+                              "the baseline it was computed for")
         backend = LlamaCppBackend(model)
         if domain is not None:
             fixed = resolve(domain, side)
@@ -212,6 +216,13 @@ def check(
             widths = fixed.widths if domain is not None else list(DEFAULT_WIDTHS)
             feats = asyncio.run(featurize(backend, [u.text for u in units], Side(side), widths, cache,
                                           lambda n: bar.advance(task, n)))
+        if record_signals is not None:
+            from .baselines.recalibrate import SignalLog
+
+            with SignalLog(record_signals) as sig:
+                for f in feats:
+                    if f is not None:
+                        sig.record(fixed, f)
         loaded: dict[str, Baseline] = {domain: fixed} if domain is not None else {}
         per: dict[str, dict[str, object]] = {}
         routed_by: dict[str, int] = {}
@@ -246,5 +257,34 @@ def check(
                 if beyond else "")
         typer.echo(json.dumps(doc) if as_json else
                    f"{doc['baseline']}: {flags}/{n} flagged = {rate} at alpha={a:g} (99% CI {lo:.4f}-{hi:.4f}){warn}")
+    except GuardrailError as e:
+        _fail(e)
+
+
+@app.command()
+def recalibrate(
+    baseline: Annotated[str, typer.Argument(help="baseline file, or a shipped domain id, the signals were recorded with")],
+    from_signals: Annotated[list[Path], typer.Option("--from-signals", help="JSONL signal log(s) (check --record-signals, or the guard's shadow mode)")],
+    out: Annotated[Path, typer.Option("--out", help="where to write the recalibrated baseline JSON")],
+    side: Annotated[str, typer.Option("--side")] = "text",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Refit a baseline's calibration on signal vectors recorded from a deployment's traffic (no text): the
+    references and detector stay, the thresholds follow the traffic."""
+    from .baselines.model import save_baseline
+    from .baselines.recalibrate import read_signals
+    from .baselines.recalibrate import recalibrate as refit
+    from .baselines.registry import resolve
+
+    try:
+        b = resolve(baseline, side)
+        feats = [f for p in from_signals for f in read_signals(p, b)]
+        new = refit(b, feats, source=", ".join(p.name for p in from_signals))
+        save_baseline(new, out)
+        doc = {"baseline": new.id, "from": b.id, "path": str(out), "n_vectors": len(feats),
+               "length_buckets": [{"lo": x.lo, "hi": x.hi, "n_calib": new.calibrator.n_calib(i)}
+                                  for i, x in enumerate(new.calibrator.buckets)]}
+        typer.echo(json.dumps(doc) if as_json else f"wrote {out} ({new.id}), recalibrated from {len(feats)} "
+                   f"signal vectors recorded against {b.id}")
     except GuardrailError as e:
         _fail(e)

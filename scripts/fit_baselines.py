@@ -1,7 +1,7 @@
 """`make baselines`: fit the shipped starter baselines for the embedded model, reproducibly.
 
 From the development set (../shared/data, or DATA_DIR): one corpus baseline (side ``text``) per domain corpus,
-a prompt-side baseline from prompts/benign.jsonl (domain ``general``, side ``prompt``), and one global baseline
+a prompt-side baseline from the broad benign corpus data/prompts (domain ``general``, side ``prompt``), and one global baseline
 fitted on all domains pooled (to show where a single baseline is miscalibrated).  Splits are by a hash of the
 group key (the document), made by the same rule evaluation uses.  Caps keep the run within ~45 minutes on
 2 cores: documents are visited in hash order, at most ceil(MAX_UNITS / documents) chunks each (<= MAX_PER_DOC),
@@ -28,7 +28,6 @@ from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from guardrail.baselines.corpus import cut_units, read_records, spread_units  # noqa: E402
 from guardrail.baselines.fit import (  # noqa: E402
     DEFAULT_SIGNALS,
-    featurize,
     files_sha256,
     fit_baseline,
     fit_from_features,
@@ -37,7 +36,7 @@ from guardrail.baselines.fit import (  # noqa: E402
     split_units,
 )
 from guardrail.baselines.model import save_baseline  # noqa: E402
-from guardrail.baselines.splits import group_hash, split_of  # noqa: E402
+from guardrail.baselines.splits import group_hash  # noqa: E402
 from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
 from guardrail.types import Side  # noqa: E402
 
@@ -47,6 +46,9 @@ CHUNK_CHARS = [256, 512, 1024]
 MAX_PER_DOC = 16
 MAX_UNITS = 500
 ALPHAS = [0.01, 0.05]
+PROMPT_CORPUS = ROOT / "data" / "prompts"
+PROMPT_CAP = 600
+PROMPT_SIGNALS = ("excess_cusum", "same_run")
 OUT = ROOT / "guardrail" / "data" / "baselines"
 
 
@@ -64,33 +66,23 @@ def rate_row(rep, alpha: float) -> dict:
     return rate_check(rep.flags, rep.n, alpha)
 
 
-def split_ablation(backend, b, feats, units, attack_feats=None) -> list[dict]:
+def capped(records, cap: int):
+    """At most ``cap`` records, the first by the hash of their group key (reproducible, spread over groups)."""
+    return sorted(records, key=lambda r: group_hash(r.group))[:cap]
+
+
+def split_ablation(backend, b, feats, units, attack_feats=None, signals=DEFAULT_SIGNALS, **kw) -> list[dict]:
     """The same baseline calibrated split-conformally (reference from train, thresholds from calib only):
     its realised test rates, for the comparison with the shipped cross-conformal calibration."""
     groups = {k: [u.group for u in v] for k, v in split_units(units).items()}
     s = fit_from_features(
         backend.scorer, feats, groups, domain=b.domain, side=Side(b.side), alphas=ALPHAS, widths=b.widths,
-        signals=DEFAULT_SIGNALS, unit=b.unit, corpus=b.corpus, attack_feats=attack_feats, calibration="split",
+        signals=signals, unit=b.unit, corpus=b.corpus, attack_feats=attack_feats, calibration="split", **kw,
     )
     return [rate_row(r, r.alpha) for r in s.test_rates]
 
 
-async def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--max-units", type=int, default=MAX_UNITS, help="chunks per domain at most")
-    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
-    args = ap.parse_args()
-    max_units = args.max_units
-    data = Path(args.data)
-    if not data.exists():
-        sys.exit(f"error: {data} not found: make baselines needs the development set (../shared/data)")
-    backend = LlamaCppBackend(n_threads=args.threads)
-    cache = ScoreCache(default_cache_path())
-    OUT.mkdir(parents=True, exist_ok=True)
-    results: dict = {"scorer_id": backend.scorer.id, "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC,
-                     "max_units": max_units, "alphas": ALPHAS, "per_domain": {}, "global": {}, "prompt": {}}
-    # the global baseline pools the domains' units; checks cut new corpora for it at up to MAX_PER_DOC per document
+async def fit_domains(backend, cache, data: Path, max_units: int, results: dict) -> None:
     unit_desc = {"kind": "chunk", "chunk_chars": CHUNK_CHARS, "per_doc": MAX_PER_DOC, "max_per_doc": MAX_PER_DOC,
                  "max_units": max_units}
     all_units, test_feats = [], {}
@@ -120,26 +112,57 @@ async def main() -> None:
     for d in DOMAINS:
         results["global"][d] = {"baseline": g.id, "rates": [rate_row(flag_rate(g, test_feats[d], a), a) for a in ALPHAS]}
     log("global: " + ", ".join(f"{d} a=0.01: {results['global'][d]['rates'][0]['flag_rate']:.4f}" for d in DOMAINS))
-    # prompt-side baseline: whole benign prompts
-    ppath = data / "prompts" / "benign.jsonl"
-    precs = read_records(ppath, "prompt")
+
+
+async def fit_prompt(backend, cache, results: dict) -> None:
+    # prompt-side baseline: the broad benign corpus (data/prompts, one file a source, see its README), at most
+    # PROMPT_CAP records per source so that no source dominates; signals that a short string of rare names cannot
+    # push far (excess CUSUM, same-token runs), one calibration bucket, no detector (scripts/prompt_shift.py
+    # measures each choice leaving one source out)
+    psources = sorted(PROMPT_CORPUS.glob("*.jsonl"))
+    precs = [r for path in psources for r in capped(read_records(path, "prompt", "group"), PROMPT_CAP)]
     punits = cut_units(precs, None, max_per_doc=1)
-    # the supervised detector learns from attacks of the TRAIN split only (split by goal, as evaluation does)
-    attack_files = [data / "prompts" / "attacks_gcg.jsonl", data / "prompts" / "attacks_random_search.jsonl"]
-    attacks = [r for f in attack_files for r in read_records(f, "prompt", "goal") if split_of(r.group) == "train"]
-    log(f"prompt baseline: {len(punits)} benign prompts, {len(attacks)} training attacks")
+    log(f"prompt baseline: {len(punits)} benign prompts from {len(psources)} sources")
     p, pfeats = await fit_baseline(
-        backend, punits, domain="general", side=Side.PROMPT, alphas=ALPHAS,
-        unit={"kind": "record"}, corpus={"files": [ppath.name], "sha256": files_sha256([ppath]), "n_records": len(precs),
-                                         "attack_files": [f.name for f in attack_files], "n_attacks": len(attacks)},
-        cache=cache, attacks=[r.text for r in attacks],
+        backend, punits, domain="general", side=Side.PROMPT, alphas=ALPHAS, signals=PROMPT_SIGNALS, detector=False,
+        max_buckets=1, trend=False, unit={"kind": "record"}, cache=cache,
+        corpus={"files": [f.name for f in psources], "sha256": files_sha256(psources), "n_records": len(precs),
+                "per_source_cap": PROMPT_CAP},
     )
-    p.training_groups = sorted(set(p.training_groups) | {group_hash(r.group) for r in attacks})
     save_baseline(p, OUT / "general.prompt.json")
-    attack_feats = [f for f in await featurize(backend, [r.text for r in attacks], Side.PROMPT, p.widths, cache) if f]
-    results["prompt"]["general"] = {"baseline": p.id, "rates": [rate_row(r, r.alpha) for r in p.test_rates],
-                                    "split_conformal_rates": split_ablation(backend, p, pfeats, punits, attack_feats)}
+    results["prompt"]["general"] = {
+        "baseline": p.id, "rates": [rate_row(r, r.alpha) for r in p.test_rates],
+        "split_conformal_rates": split_ablation(backend, p, pfeats, punits, signals=PROMPT_SIGNALS, detector=False,
+                                                max_buckets=1, trend=False)}
     log("prompt: " + ", ".join(f"a={r.alpha}: {r.flags}/{r.n}" for r in p.test_rates))
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--max-units", type=int, default=MAX_UNITS, help="chunks per domain at most")
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all cores)")
+    ap.add_argument("--only", choices=("all", "domains", "prompt"), default="all",
+                    help="refit only the domain (and global) baselines or only the prompt-side one; the other "
+                         "entries of results.json are kept")
+    args = ap.parse_args()
+    max_units = args.max_units
+    data = Path(args.data)
+    if not data.exists():
+        sys.exit(f"error: {data} not found: make baselines needs the development set (../shared/data)")
+    backend = LlamaCppBackend(n_threads=args.threads)
+    cache = ScoreCache(default_cache_path())
+    OUT.mkdir(parents=True, exist_ok=True)
+    old = json.loads((OUT / "results.json").read_text()) if (OUT / "results.json").exists() else {}
+    # --only: the entries not refitted here (and those other scripts add, e.g. "output") are kept
+    results: dict = {**(old if args.only != "all" else {}), "per_domain": {}, "global": {}, "prompt": {},
+                     **({k: old[k] for k in ("per_domain", "global", "prompt") if k in old} if args.only != "all" else {}),
+                     "scorer_id": backend.scorer.id, "chunk_chars": CHUNK_CHARS, "max_per_doc": MAX_PER_DOC,
+                     "max_units": max_units, "alphas": ALPHAS}
+    if args.only in ("all", "domains"):
+        await fit_domains(backend, cache, data, max_units, results)
+    if args.only in ("all", "prompt"):
+        await fit_prompt(backend, cache, results)
     (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {OUT}")
 

@@ -62,3 +62,39 @@ def test_surprise_cusum_skips_tokens_without_values():
     ent = np.array([1.0, 1.0, np.nan, 1.0])
     assert surprise_cusum(nll, ent, 1.0) == pytest.approx(3.0)  # only token 1 has both
     assert np.isnan(surprise_cusum(np.array([np.nan]), np.array([1.0])))
+
+
+def _seg(pieces, ids=True):
+    """A segment of tokens with the given texts (logprob -3, entropy 1) -- with or without token ids."""
+    from guardrail.types import LogprobMode, Segment, Side, Token
+
+    toks, pos = [], 0
+    for i, t in enumerate(pieces):
+        toks.append(Token(text=t, bytes=t.encode(), logprob=-3.0, token_id=hash(t) % 1000 if ids else None,
+                          start=pos, end=pos + len(t), entropy=1.0))
+        pos += len(t)
+    return Segment(text="".join(pieces), side=Side.PROMPT, tokens=toks, backend="t", model="m", tokenizer="k",
+                   logprob_mode=LogprobMode.RAW, scorer_id="s")
+
+
+def test_repetition_signals_read_bytes_not_ids():
+    """Through an OpenAI-compatible server tokens carry text, not ids: the repetition signals must not go
+    constant there (they read 1.0 and 0 before)."""
+    from guardrail.baselines.features import features
+
+    filler = ["Tell", " me", " how", *([" !"] * 25)]
+    with_ids, without = features(_seg(filler), (8,)), features(_seg(filler, ids=False), (8,))
+    for name in ("distinct", "repeat_run", "same_run"):
+        assert with_ids[name] == without[name]
+    assert without["same_run"] == 21 and without["repeat_run"] == 24 and without["distinct"] == 4 / 28
+
+
+def test_same_run_ignores_short_runs_and_excess_cusum_needs_a_long_stretch():
+    from guardrail.baselines.features import EXCESS_DRIFT, features
+
+    prose = features(_seg(["a", " b", " b", " b", " b", " c"]), (8,))
+    assert prose["same_run"] == 0  # four identical tokens in a row: still ordinary
+    assert features(_seg(["a", *([" b"] * 6)]), (8,))["same_run"] == 2
+    # every token 2 nats beyond its entropy (-3 logprob, entropy 1): below the 2.2-nat drift, nothing accumulates
+    assert EXCESS_DRIFT > 2.0 and prose["excess_cusum"] == 0.0
+    assert prose["surprise_cusum"] == pytest.approx(6 * 1.0)  # the 1-nat drift one does: 1 nat a token

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -48,7 +48,7 @@ from .features import Tail
 
 __all__ = [
     "Assessment", "Bucket", "Calibrator", "Part", "fit_calibrator", "length_ranges", "length_trend", "min_n",
-    "reference_part",
+    "reference_part", "tail_count",
 ]
 
 
@@ -92,6 +92,9 @@ class Assessment(BaseModel):
     signal_p: dict[str, float]
     top_signal: str
     beyond_fitted_length: bool = False  # longer than any fitting unit: outside what the thresholds were fitted on
+    resolution: float = 0.0  # smallest p-value this bucket can give: 1 / (n + 1)
+    tail_p: float = 1.0  # p_value, and below its floor (no calibration score reached) min(1, continued count) / (n + 1):
+    # a ranking of texts beyond every calibration unit, not a guarantee (see tail_count)
 
 
 P_FLOOR = 1e-300  # smallest p-value reported: -log p <= 690.8
@@ -115,6 +118,24 @@ def _upper_p(ref: np.ndarray, x: float) -> float:
         beta = max(float(ref[n - k :].mean() - u), _resolution(ref, k), 1e-6)
         return max(k / (n + 1) * math.exp(-(x - u) / beta), P_FLOOR)  # floored: exp() underflows to 0
     return (1 + n - int(np.searchsorted(ref, x, "left"))) / (n + 1)
+
+
+def tail_count(cal: Sequence[float], s: float) -> float:
+    """``#{i: cal_i >= s}`` for a sorted calibration sample, continued as a real number where fewer than
+    t = max(5, n/20) scores reach ``s``: t exp(-(s - u) / beta) with u the t-th largest score and beta the mean
+    excess of the top t over u (an exponential tail, as the signal references use).  Monotone in ``s``; it
+    orders texts more extreme than every calibration unit, where the count is 0 for all of them."""
+    n = len(cal)
+    if n == 0:
+        return 0.0
+    arr = np.asarray(cal, dtype=np.float64)
+    count = n - int(np.searchsorted(arr, s, "left"))
+    t = min(n, max(5, n // 20))
+    u = float(arr[n - t])
+    if count >= t or s <= u:
+        return float(count)
+    beta = max(float(arr[n - t:].mean() - u), _resolution(arr, t), 1e-6)
+    return t * math.exp(-(s - u) / beta)
 
 
 def _tail_p(ref: np.ndarray, x: float, tail: Tail) -> float:
@@ -183,6 +204,10 @@ class Calibrator(BaseModel):
         for b, sc in zip(self.parts[part].buckets, per, strict=True):
             b.calib = sorted(sc)
 
+    def resolution(self) -> float:
+        """The coarsest bucket's smallest p-value, 1 / (n + 1): a tier at a lower p cannot be told apart."""
+        return max(1.0 / (self.n_calib(b) + 1) for b in range(len(self.buckets)))
+
     def _need(self, bucket: int, alpha: float) -> int:
         n = self.n_calib(bucket)
         if n < min_n(alpha):
@@ -208,17 +233,20 @@ class Calibrator(BaseModel):
         p-value); flag when it is <= alpha (for one part: exactly S > the split-conformal threshold)."""
         b = self.bucket_of(feat["n_scored"])
         n = self._need(b, alpha)
-        n_ge, scores, logs = 0, [], {s: 0.0 for s in self.signals}
+        n_ge, cont, scores, logs = 0, 0.0, [], {s: 0.0 for s in self.signals}
         for k, pt in enumerate(self.parts):
             s, ps = self.combined(feat, b, k)
             cal = pt.buckets[b].calib
             n_ge += len(cal) - int(np.searchsorted(cal, s, "left"))
+            cont += tail_count(cal, s)
             scores.append(s)
             for sig, p in ps.items():
                 logs[sig] += math.log(p)
         signal_p = {sig: math.exp(v / len(self.parts)) for sig, v in logs.items()}  # geometric mean over parts
+        p = (1 + n_ge) / (n + 1)
         return Assessment(
-            flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=(1 + n_ge) / (n + 1),
+            flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=p,
+            resolution=1 / (n + 1), tail_p=p if n_ge else max(min(1.0, cont) / (n + 1), P_FLOOR),
             score=float(np.mean(scores)), threshold=self._threshold(b, n, alpha), bucket=b, signal_p=signal_p,
             top_signal=min(signal_p, key=signal_p.__getitem__),
             beyond_fitted_length=self.max_len is not None and feat["n_scored"] > self.max_len,
@@ -278,12 +306,12 @@ def length_trend(values: np.ndarray, log_n: np.ndarray, min_units: int = 40) -> 
 
 def reference_part(
     train: Sequence[Mapping[str, float]], signals: Mapping[str, Tail], ranges: Sequence[Range],
-    detector: Detector | None = None, trend: bool = True,
+    detector: Detector | None = None, trend: bool | Collection[str] = True,
 ) -> Part:
     """A part holding the reference distributions of ``train`` per length range (no calibration scores yet);
     ``detector`` (fitted on the same units) adds its score as the "detector" signal.
 
-    ``trend``: within a bucket, signals still drift with length (the max over more windows grows, the share
+    ``trend`` (True, False, or the signals that get one): within a bucket, signals still drift with length (the max over more windows grows, the share
     of distinct tokens falls); each signal's robust line against log length is removed and the reference
     holds the residuals, so a long text in a wide bucket (the last one is unbounded) is compared with texts
     of its own length, and texts past the longest fitting unit are extrapolated along the line."""
@@ -298,7 +326,7 @@ def reference_part(
                      if m and math.isfinite(f.get(s, float("nan")))]
             v = np.array([p[0] for p in pairs])
             ln = np.array([p[1] for p in pairs])
-            t = length_trend(v, ln) if trend else None
+            t = length_trend(v, ln) if (trend is True or (trend and s in trend)) else None
             if t is not None:
                 trends[s] = t
                 v = v - (t[0] + t[1] * ln)
@@ -315,7 +343,7 @@ def fit_calibrator(
     alpha_min: float,
     max_buckets: int = 4,
     detector: Detector | None = None,
-    trend: bool = True,
+    trend: bool | Collection[str] = True,
 ) -> Calibrator:
     """Split conformal: reference (and ``detector``, fitted on it) from ``train``, thresholds from the combined
     scores of ``calib``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -90,7 +90,7 @@ FOLDS = 5
 
 def cross_calibrate(
     pool: Sequence[dict[str, float]], groups: Sequence[str], tails: Mapping[str, Tail], alpha_min: float,
-    detector: bool, attacks: Sequence[dict[str, float]] | None, k: int,
+    detector: bool, attacks: Sequence[dict[str, float]] | None, k: int, max_buckets: int = 4, trend: bool | Collection[str] = True,
 ) -> Calibrator:
     """Cross-conformal over group folds of the fitting units (see conformal's module doc): part ``j`` holds a
     reference and detector fitted without fold ``j`` and the scores of fold ``j``'s units against them."""
@@ -100,11 +100,11 @@ def cross_calibrate(
         raise ConfigError(f"cross-conformal calibration needs groups in at least 2 of {k} folds, got {len(ks)}")
     lens = [f["n_scored"] for f in pool]
     # each fold's reference keeps (K-1)/K of a bucket: ask the pool for 10 K/(K-1) units per bucket
-    ranges = length_ranges(lens, lens, alpha_min, min_ref=math.ceil(10 * len(ks) / (len(ks) - 1)))
+    ranges = length_ranges(lens, lens, alpha_min, max_buckets, min_ref=math.ceil(10 * len(ks) / (len(ks) - 1)))
     parts = []
     for fold in ks:
         ref = [f for f, fo in zip(pool, folds, strict=True) if fo != fold]
-        parts.append(reference_part(ref, tails, ranges, fit_detector(ref, attacks) if detector else None))
+        parts.append(reference_part(ref, tails, ranges, fit_detector(ref, attacks) if detector else None, trend))
     cal = Calibrator(signals=dict(tails), parts=parts, method="cross", max_len=int(max(lens)))
     for j, fold in enumerate(ks):
         mine = [f for f, fo in zip(pool, folds, strict=True) if fo == fold]
@@ -128,12 +128,17 @@ def fit_from_features(
     attack_feats: Sequence[dict[str, float]] | None = None,
     calibration: Calibration = "cross",
     folds: int = FOLDS,
+    max_buckets: int = 4,
+    trend: bool | Collection[str] = True,
 ) -> Baseline:
     """Fit on the units of ``feats['train']`` and ``feats['calib']`` (``groups`` holds each unit's group key,
     in the same order); report flag rates on ``feats['test']``.
 
     ``calibration="split"``: reference and detector from train, conformal thresholds from calib.
-    ``"cross"`` (default): train and calib pooled, cross-conformal over ``folds`` group folds."""
+    ``"cross"`` (default): train and calib pooled, cross-conformal over ``folds`` group folds.
+    ``max_buckets`` / ``trend``: length buckets of the calibration, and the signals whose line against log
+    length is removed within a bucket (see conformal.reference_part); one bucket and no trend suit signals
+    that are sums, which short texts cannot accumulate (the prompt side's excess CUSUM)."""
     train = [f for f in feats["train"] if f]
     calib = [f for f in feats["calib"] if f]
     tails: dict[str, Tail] = {s: tail_of(s) for s in signals}
@@ -148,7 +153,7 @@ def fit_from_features(
     attacks = attack_feats or None
     if calibration == "split":
         det = fit_detector(train, attacks) if detector else None
-        cal = fit_calibrator(train, calib, tails, min(alphas), detector=det)
+        cal = fit_calibrator(train, calib, tails, min(alphas), max_buckets, detector=det, trend=trend)
     else:
         pool, pool_groups = [], []
         for name in ("train", "calib"):
@@ -156,7 +161,7 @@ def fit_from_features(
                 if f:
                     pool.append(f)
                     pool_groups.append(g)
-        cal = cross_calibrate(pool, pool_groups, tails, min(alphas), detector, attacks, folds)
+        cal = cross_calibrate(pool, pool_groups, tails, min(alphas), detector, attacks, folds, max_buckets, trend)
     b = Baseline(
         domain=domain, side=side.value, scorer_id=scorer.id, model=scorer.model, tokenizer=scorer.tokenizer,
         logprob_mode=scorer.logprob_mode.value, widths=list(widths), unit=dict(unit),
@@ -185,6 +190,8 @@ async def fit_baseline(
     detector: bool = True,
     attacks: Sequence[str] = (),
     calibration: Calibration = "cross",
+    max_buckets: int = 4,
+    trend: bool | Collection[str] = True,
 ) -> tuple[Baseline, dict[Split, Feats]]:
     """Score ``units`` by teacher forcing and fit on their train and calib splits (see fit_from_features).
 
@@ -198,7 +205,7 @@ async def fit_baseline(
     b = fit_from_features(
         backend.scorer, feats, {k: [u.group for u in v] for k, v in by.items()}, domain=domain, side=side,
         alphas=alphas, widths=widths, signals=signals, unit=unit, corpus=corpus, detector=detector,
-        attack_feats=attack_feats, calibration=calibration,
+        attack_feats=attack_feats, calibration=calibration, max_buckets=max_buckets, trend=trend,
     )
     return b, feats
 

@@ -86,6 +86,23 @@ class Baseline(BaseModel):
         """The multivariate detector of the first calibration part (one per fold under cross-conformal)."""
         return self.calibrator.parts[0].detector
 
+    @property
+    def resolution(self) -> float:
+        """The smallest p-value the decision can give in its coarsest length bucket, 1 / (n + 1)."""
+        return self.calibrator.resolution()
+
+    def check_tier(self, p: float, *, tail: bool = False, where: str = "tier") -> None:
+        """Refuse a decision threshold below the calibration's resolution: no conformal p-value can reach it, so
+        the tier would never fire -- unless it says it ranks by the tail statistic (``Assessment.tail_p``, an
+        exponential continuation of the calibration tail: a ranking, not a guarantee)."""
+        if not 0 < p < 1:
+            raise BaselineError(f"{where}: p-value threshold must be in (0, 1), got {p}")
+        if p < self.resolution and not tail:
+            raise BaselineError(
+                f"{where}: p <= {p:g} is below the resolution of baseline {self.id} ({self.resolution:.2g} = "
+                f"1/(n+1) in its smallest length bucket): no conformal p-value can reach it; use a tier >= "
+                f"{self.resolution:.2g}, or mark the tier as using the tail statistic (tail_p)")
+
     def assess(self, feat: dict[str, float], alpha: float) -> Assessment:
         return self.calibrator.assess(feat, alpha)
 

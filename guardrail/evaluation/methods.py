@@ -200,8 +200,9 @@ class CPDOnline(Method):
 
 
 class Guardrail(Method):
-    """Ours: the baseline's assessment at ``alpha``; the score is its combined statistic S (max over signals
-    of -log p), the flag its decision (per length bucket).  Flagged characters: the top max-window of the
+    """Ours: the baseline's assessment at ``alpha``; the score is the continuous tail statistic ``-log tail_p``
+    (the conformal p-value, continued below its resolution 1/(n+1) so that texts more extreme than every
+    calibration unit still rank), the flag its decision (per length bucket).  Flagged characters: the top max-window of the
     narrowest width when a high-side signal decides, the lowest window of the widest width when a low-side
     one does."""
 
@@ -214,7 +215,7 @@ class Guardrail(Method):
         return self.baseline.assess(it.feats, self.alpha)
 
     def score(self, it: Item) -> float:
-        return self.assess(it).score
+        return ranking(self.assess(it))
 
     def spans(self, it: Item, threshold: float) -> list[Span]:
         top = self.assess(it).top_signal
@@ -222,6 +223,11 @@ class Guardrail(Method):
         low = tail == "low" or (tail == "both" and _is_low(self.baseline, it.feats, top))
         widths = sorted(self.baseline.widths)
         return [_extreme_window(it.arrays, widths[-1] if low else widths[0], low)]
+
+
+def ranking(a: Assessment) -> float:
+    """The ranking score of an assessment: ``-log tail_p`` (comparable across length buckets, continuous)."""
+    return -math.log(a.tail_p)
 
 
 def _is_low(b: Baseline, feats: dict[str, float], signal: str) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError
 from .data import EvalRecord, LabelSpec
-from .methods import Guardrail, Item, Method
+from .methods import Guardrail, Item, Method, ranking
 from .metrics import reliability, roc_curve, summary, threshold_at_fpr
 
 __all__ = ["EvalRun", "localisation", "operating", "run_methods"]
@@ -79,7 +79,7 @@ def run_methods(
     scores: dict[str, np.ndarray] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for m in [ours, *comparators]:
-        raw = [a.score for a in assessed] if m is ours else [m.score(it) for it in items]
+        raw = [ranking(a) for a in assessed] if m is ours else [m.score(it) for it in items]
         s = np.array(raw, dtype=np.float64)
         n_nan = int(np.isnan(s).sum())
         s = np.where(np.isnan(s), -np.inf, s)  # unscorable for this method: never flagged (fail-open)
