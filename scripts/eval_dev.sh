@@ -14,6 +14,9 @@ $G eval prompts --data $P/attacks_gcg.jsonl $P/benign.jsonl $P/harmful_plain.jso
   --report-labels harmful_plain,jailbreak --plots "$OUT/gcg" --json > "$OUT/prompts_gcg.json"
 $G eval prompts --data $P/attacks_random_search.jsonl $P/benign.jsonl \
   --group-field suffix_kind --plots "$OUT/random_search" --json > "$OUT/prompts_random_search.json"
+# prompt screening under shift: leave one source of the broad benign corpus (data/prompts) out at a time, for the
+# shipped recipe, the previous one and ablations (docs/prompt-screening.md; tables: scripts/shift_table.py)
+.venv/bin/python scripts/prompt_shift.py --data "$DATA" --out "$OUT/shift/results.json"
 # output side (samples: scoring every output is ~3 M tokens)
 $G eval outputs --data $O/degenerate_candidates.jsonl $O/reference_outputs.jsonl --context-field instruction \
   --positive-labels degenerate_candidate_unverified --negative-labels reference --limit 400 \

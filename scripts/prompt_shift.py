@@ -177,10 +177,10 @@ async def main() -> None:
         recipe: PromptRecipe = PROMPT_RECIPES[rname]
         t0 = time.time()
         fit = recipe.fitter(train_attacks)
-        loso = leave_one_source_out({k: cap_per_source(v, recipe.max_per_source) for k, v in sources.items()}, fit, ALPHAS)
+        capped = {k: cap_per_source(v, recipe.max_per_source) for k, v in sources.items()}
+        loso = leave_one_source_out(sources, fit, ALPHAS, fit_on=capped)
         # full fit on the fitting groups of every source; attacks measured against the held-back benign units
-        capped = [cap_per_source(s, recipe.max_per_source) for s in sources.values()]
-        pool = [(f, g) for c in capped for f, g in zip(c.feats, c.groups, strict=True) if split_of(g) != "test"]
+        pool = [(f, g) for c in capped.values() for f, g in zip(c.feats, c.groups, strict=True) if split_of(g) != "test"]
         cal = fit([f for f, _ in pool], [g for _, g in pool])
         figs = {f"{a:g}": attack_figures(cal, benign_test, test_attacks, a) for a in ALPHAS}
         results["recipes"][rname] = {"recipe": recipe.describe(), "loso": loso, "attacks": figs,

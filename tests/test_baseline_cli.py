@@ -87,3 +87,37 @@ def test_check_cuts_documents_as_the_baseline_was_fitted(tmp_path):
     whole = json.loads(so)
     assert whole["n"] == 4 and whole["units"]["kind"] == "record" and whole["n_beyond_fitted_length"] == 4
     assert doc["n_beyond_fitted_length"] == 0
+
+
+def test_record_signals_then_recalibrate(tmp_path):
+    """A deployment's path: check (or shadow mode) records signal vectors -- no text -- and `baseline recalibrate`
+    refits the shipped prompt baseline's calibration on them; the new file loads and checks."""
+    data = Path(__file__).parents[1] / "data" / "prompts" / "debian_short.jsonl"
+    log = tmp_path / "signals.jsonl"
+    common = ("--text-field", "prompt", "--group-field", "group", "--side", "prompt", "--cache-dir", str(tmp_path / "c"))
+    rc, so, se = cli("check", "--domain", "general", "--data", str(data), "--limit", "120", "--alpha", "0.05",
+                     "--record-signals", str(log), "--json", *common)
+    assert rc == 0, se
+    checked = json.loads(so)
+    lines = log.read_text().splitlines()
+    assert len(lines) == checked["n"] == 120 and oct(log.stat().st_mode & 0o777) == "0o600"
+    rec = json.loads(lines[0])
+    assert rec["baseline"] == checked["baseline"] and "excess_cusum" in rec["features"]
+    texts = [json.loads(x)["prompt"] for x in data.read_text().splitlines()]
+    body = log.read_text()
+    assert not any(t in body for t in texts if len(t) > 12)  # no prompt text at rest
+    out = tmp_path / "recal.json"
+    rc, so, se = cli("recalibrate", "general", "--side", "prompt", "--from-signals", str(log), "--out", str(out), "--json")
+    assert rc == 0, se
+    doc = json.loads(so)
+    assert doc["from"] == checked["baseline"] and doc["n_vectors"] == 120 and doc["baseline"] != doc["from"]
+    assert sum(b["n_calib"] for b in doc["length_buckets"]) == 120
+    rc, so, se = cli("check", "--domain", str(out), "--data", str(data), "--limit", "20", "--alpha", "0.05", "--json",
+                     *common)
+    assert rc == 0, se
+    assert json.loads(so)["n"] == 20
+    # signals recorded against one baseline never recalibrate another
+    rc, _, se = cli("recalibrate", str(out), "--from-signals", str(log), "--out", str(tmp_path / "x.json"))
+    assert rc != 0 and "recorded against baseline" in se and "Traceback" not in se
+    rc, _, se = cli("check", "--data", str(data), "--text-field", "prompt", "--record-signals", str(log))
+    assert rc == 2 and "--record-signals needs --domain" in se

@@ -98,3 +98,26 @@ def test_same_run_ignores_short_runs_and_excess_cusum_needs_a_long_stretch():
     # every token 2 nats beyond its entropy (-3 logprob, entropy 1): below the 2.2-nat drift, nothing accumulates
     assert EXCESS_DRIFT > 2.0 and prose["excess_cusum"] == 0.0
     assert prose["surprise_cusum"] == pytest.approx(6 * 1.0)  # the 1-nat drift one does: 1 nat a token
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0, 12), min_size=1, max_size=40), st.floats(0.5, 3.0))
+def test_cusum_stretch_sums_to_the_cusum(nll, drift):
+    from guardrail.baselines.features import cusum_stretch, surprise_cusum
+
+    nll, ent = np.array(nll), np.ones(len(nll))
+    value, st_ = surprise_cusum(nll, ent, drift), cusum_stretch(nll, ent, drift)
+    if value <= 0:
+        assert st_ is None
+    else:
+        i, j = st_
+        assert 0 <= i < j <= len(nll)
+        assert (nll[i:j] - ent[i:j] - drift).sum() == pytest.approx(value, rel=1e-9, abs=1e-9)
+
+
+def test_cusum_stretch_covers_a_suffix_and_skips_missing_tokens():
+    from guardrail.baselines.features import cusum_stretch
+
+    nll = np.array([1.0, np.nan, 1.0, 2.0, 9.0, np.nan, 8.0, 9.5, 1.0, 1.0])
+    assert cusum_stretch(nll, np.ones(10), 2.2) == (4, 8)
+    assert cusum_stretch(np.full(5, np.nan), np.ones(5), 2.2) is None

@@ -43,7 +43,7 @@ import numpy as np
 from ..scoring import TokenArrays, _cumsum, _means
 from ..types import Segment
 
-__all__ = ["FEATURE_TAILS", "Tail", "feature_names", "features", "repeat_run", "surprise_cusum", "token_keys"]
+__all__ = ["FEATURE_TAILS", "Tail", "cusum_stretch", "feature_names", "features", "repeat_run", "surprise_cusum", "token_keys"]
 
 Tail = Literal["high", "low", "both"]
 
@@ -102,6 +102,21 @@ def surprise_cusum(nll: np.ndarray, entropy: np.ndarray, drift: float = CUSUM_DR
         return float("nan")
     c = np.concatenate(([0.0], np.cumsum(nll[ok] - entropy[ok] - drift)))
     return float((c - np.minimum.accumulate(c)).max())
+
+
+def cusum_stretch(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[int, int] | None:
+    """Token indices ``[i, j)`` of the stretch that gives :func:`surprise_cusum` its value (the whole anomalous
+    stretch, not one window), None when nothing accumulates.  Tokens without a value are skipped, not cut."""
+    ok = np.flatnonzero(~np.isnan(nll) & ~np.isnan(entropy))
+    if not ok.size:
+        return None
+    c = np.concatenate(([0.0], np.cumsum(nll[ok] - entropy[ok] - drift)))
+    low = np.minimum.accumulate(c)
+    end = int((c - low).argmax())
+    if c[end] - low[end] <= 0:
+        return None
+    start = int(np.flatnonzero(c[: end + 1] == low[end])[-1])  # the last minimum before the peak
+    return int(ok[start]), int(ok[end - 1]) + 1
 
 
 def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..baselines.conformal import Assessment
-from ..baselines.features import tail_of
+from ..baselines.features import CUSUM_DRIFT, EXCESS_DRIFT, cusum_stretch, tail_of
 from ..baselines.model import Baseline
 from ..scoring import TokenArrays, window_means
 
@@ -219,10 +219,17 @@ class Guardrail(Method):
 
     def spans(self, it: Item, threshold: float) -> list[Span]:
         top = self.assess(it).top_signal
+        if top in CUSUM_DRIFTS:  # the stretch that accumulated the CUSUM: the whole anomalous run
+            st = cusum_stretch(it.arrays.nll, it.arrays.entropy, CUSUM_DRIFTS[top])
+            if st is not None:
+                return [(int(it.arrays.start[st[0]]), int(it.arrays.end[st[1] - 1]))]
         tail = tail_of(top)
         low = tail == "low" or (tail == "both" and _is_low(self.baseline, it.feats, top))
         widths = sorted(self.baseline.widths)
         return [_extreme_window(it.arrays, widths[-1] if low else widths[0], low)]
+
+
+CUSUM_DRIFTS = {"surprise_cusum": CUSUM_DRIFT, "excess_cusum": EXCESS_DRIFT}
 
 
 def ranking(a: Assessment) -> float:

@@ -54,13 +54,18 @@ def rates(assess: Callable[[Feat, float], bool], feats: Sequence[Feat], alphas: 
     return out
 
 
-def leave_one_source_out(sources: Mapping[str, SourceFeats], fit: FitFn, alphas: Sequence[float]) -> dict:
-    """For each source: a calibrator fitted on all the others, its flag rates on that source.  Returns
+def leave_one_source_out(
+    sources: Mapping[str, SourceFeats], fit: FitFn, alphas: Sequence[float],
+    fit_on: Mapping[str, SourceFeats] | None = None,
+) -> dict:
+    """For each source: a calibrator fitted on all the others (their units in ``fit_on`` when given, e.g. capped
+    per source), its flag rates on every unit of that source.  Returns
     ``{"sources": {name: {alpha: {n, flags, rate, within}}}, "highest" / "lowest": {alpha: {source, rate, n}},
     "all_within"}``."""
     table: dict[str, dict] = {}
     for name, held in sources.items():
-        pool = [(f, g) for other, s in sources.items() if other != name for f, g in zip(s.feats, s.groups, strict=True)]
+        pool = [(f, g) for other, s in (fit_on or sources).items() if other != name
+                for f, g in zip(s.feats, s.groups, strict=True)]
         cal = fit([f for f, _ in pool], [g for _, g in pool])
         table[name] = rates(lambda f, a, cal=cal: cal.assess(f, a).flag, held.feats, alphas)
     return summarise(table, alphas)
