@@ -8,6 +8,7 @@
         ├── UnscorableError          the backend answered but gave no usable logprobs
         ├── BackendTimeoutError      no answer (or no next stream chunk) within the deadline
         ├── BackendUnavailableError  cannot connect; connection refused or reset (mid-stream too)
+        ├── BackendBusyError         the backend's bounded queue is full (``.retry_after`` seconds)
         └── BackendHTTPError         the server answered with an error status (``.status``)
             └── LogprobLimitError    top_logprobs / prompt_logprobs above the server's limit (vLLM: 400)
 
@@ -21,6 +22,7 @@ non-zero, never a traceback.
 from __future__ import annotations
 
 __all__ = [
+    "BackendBusyError",
     "BackendError",
     "BackendHTTPError",
     "BackendTimeoutError",
@@ -69,6 +71,14 @@ class BackendTimeoutError(BackendError):
 
 class BackendUnavailableError(BackendError):
     """The backend cannot be reached, refused the connection or dropped it (also mid-stream)."""
+
+
+class BackendBusyError(BackendError):
+    """Too many requests already wait for the backend: retry after ``retry_after`` seconds (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class BackendHTTPError(BackendError):

@@ -9,7 +9,9 @@
 * Entropy is exact (full vocabulary), so ``entropy_k`` is the vocabulary size.
 * Chat generation: our own decode loop over the model's chat template, returning raw (temperature 1) logprobs
   of each chosen token with its top alternatives -- the same numbers teacher forcing gives.
-* Blocking model calls run in a worker thread, one at a time (the context is not thread-safe).
+* Blocking model calls run on the backend's own worker thread, one at a time (the context is not thread-safe),
+  admitted by a fair, bounded, cancel-safe :class:`~guardrail.backends.gate.ModelGate` (``max_waiting``; beyond
+  it ``BackendBusyError``): waiters cost no thread, and a cancelled caller never leaves the model held.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import asyncio
 import codecs
 import hashlib
 import re
-import threading
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from ..offsets import char_spans
 from ..types import Flag, Generation, LogprobMode, Segment, Side, Token, TopLogprob
 from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .chat_template import render_chat
+from .gate import ModelGate
 from .llama_engine import COMPUTE_TYPES, Job, JobResult, LlamaEngine, check_gguf, compute_copy, logprob_rows
 
 __all__ = ["LlamaCppBackend"]
@@ -53,6 +56,7 @@ class LlamaCppBackend(BackendBase):
         n_batch: int = 512,
         n_ubatch: int = 256,
         n_seq_max: int = 32,
+        max_waiting: int = 64,
     ) -> None:
         if top_k < 0 or top_k > 100:
             raise ConfigError(f"top_k must be in 0..100, got {top_k}")
@@ -71,7 +75,9 @@ class LlamaCppBackend(BackendBase):
         self.overlap = overlap
         self.bos = bos
         self.top_k = top_k
-        self._lock = threading.Lock()
+        # one call at a time: a fair bounded gate (waiters cost no thread) and one worker thread of our own
+        self._gate = ModelGate(max_waiting, name="the embedded model")
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-llama")
         self._pieces = eng.pieces
         tok_hash = hashlib.sha256(b"\x00".join(eng.pieces)).hexdigest()[:12]
         tok_model = eng.meta("tokenizer.ggml.model") or "unknown"
@@ -116,26 +122,45 @@ class LlamaCppBackend(BackendBase):
         return gen
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        await asyncio.to_thread(self._lock.acquire)
+        await self._gate.acquire()
         try:
             async for ev in self._stream_locked(request):
                 yield ev
         finally:
-            self._lock.release()
+            self._release()
 
     async def aclose(self) -> None:
         await self._run(self._engine.close)
 
     def close(self) -> None:
-        with self._lock:
+        self._gate.acquire_blocking()
+        try:
             self._engine.close()
+        finally:
+            self._gate.release()
+
+    @property
+    def gate(self) -> ModelGate:
+        return self._gate
+
+    def _release(self) -> None:
+        """Hand the model on once the worker has finished what it is doing: the release is queued behind any
+        call still running there (a caller cancelled mid-call leaves it running; the next one must wait)."""
+        try:
+            self._worker.submit(self._gate.release)
+        except RuntimeError:  # worker shut down (interpreter exit)
+            self._gate.release()
+
+    def _call(self, fn, *args):
+        """Run ``fn`` on the model's worker thread (the caller holds the gate)."""
+        return asyncio.wrap_future(self._worker.submit(fn, *args))
 
     async def _run(self, fn, *args):
-        def locked():
-            with self._lock:
-                return fn(*args)
-
-        return await asyncio.to_thread(locked)
+        await self._gate.acquire()
+        try:
+            return await self._call(fn, *args)
+        finally:
+            self._release()
 
     # ------------------------------------------------------------------ scoring (blocking)
     def _encode(self, text: str, where: str = "text") -> bytes:
@@ -302,7 +327,7 @@ class LlamaCppBackend(BackendBase):
         eng = self._engine
         _, p_ids, _ = self._prompt(_plain(req))
         rng = np.random.default_rng(req.seed)
-        logits = await asyncio.to_thread(eng.start, p_ids)
+        logits = await self._call(eng.start, p_ids)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text = ""
         pos = len(p_ids)
@@ -331,7 +356,7 @@ class LlamaCppBackend(BackendBase):
             yield TokenEvent(index=index, token=token, text=new, finish_reason=finish)
             if finish:
                 return
-            logits = await asyncio.to_thread(eng.step, tid, pos)
+            logits = await self._call(eng.step, tid, pos)
             pos += 1
 
     def _generation(self, req: GenerationRequest, events: list[TokenEvent], n_prompt: int) -> Generation:
