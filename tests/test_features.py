@@ -68,9 +68,9 @@ def _seg(pieces, ids=True):
     """A segment of tokens with the given texts (logprob -3, entropy 1) -- with or without token ids."""
     from guardrail.types import LogprobMode, Segment, Side, Token
 
-    toks, pos = [], 0
-    for i, t in enumerate(pieces):
-        toks.append(Token(text=t, bytes=t.encode(), logprob=-3.0, token_id=hash(t) % 1000 if ids else None,
+    toks, pos, vocab = [], 0, {}
+    for t in pieces:
+        toks.append(Token(text=t, bytes=t.encode(), logprob=-3.0, token_id=vocab.setdefault(t, len(vocab)) if ids else None,
                           start=pos, end=pos + len(t), entropy=1.0))
         pos += len(t)
     return Segment(text="".join(pieces), side=Side.PROMPT, tokens=toks, backend="t", model="m", tokenizer="k",
