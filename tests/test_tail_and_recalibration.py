@@ -166,3 +166,24 @@ def test_recalibration_on_signals_recorded_from_a_real_shifted_source(tmp_path):
         # ~280 texts at 1 %: ~3 flags expected, too few for a rate band; the exact binomial 99 % interval
         k1 = sum(new.assess(f, 0.01).flag for f in later)
         assert rate_check(k1, len(later), 0.01)["within"], k1
+
+
+def test_missing_signals_are_listed_not_silently_typical():
+    rng = np.random.default_rng(6)
+    cal = fit_calibrator(draw(rng, 600), draw(rng, 600), SIGNALS, 0.01)
+    a = cal.assess({"n_scored": 40.0, "max_w8": 7.0}, 0.01)  # no whole_nll (e.g. a backend without it)
+    assert a.missing == ["whole_nll"] and a.signal_p["whole_nll"] == 1.0
+    a = cal.assess({"n_scored": 40.0, "max_w8": float("nan"), "whole_nll": 3.0}, 0.01)
+    assert a.missing == ["max_w8"]
+    assert cal.assess({"n_scored": 40.0, "max_w8": 7.0, "whole_nll": 3.0}, 0.01).missing == []
+
+
+def test_detector_inputs_missing_are_listed():
+    from guardrail.baselines.detector import fit_detector
+
+    rng = np.random.default_rng(8)
+    benign = [dict(f, mean_entropy=float(rng.normal(3, 0.3))) for f in draw(rng, 400)]
+    det = fit_detector(benign, features=("max_w8", "whole_nll", "mean_entropy"))
+    cal = fit_calibrator(benign[:200], benign[200:], SIGNALS, 0.05, detector=det)
+    feat = {"n_scored": 40.0, "max_w8": 7.0, "whole_nll": 3.0, "mean_entropy": float("nan")}
+    assert cal.assess(feat, 0.05).missing == ["detector:mean_entropy"]

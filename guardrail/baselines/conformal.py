@@ -93,6 +93,9 @@ class Assessment(BaseModel):
     top_signal: str
     beyond_fitted_length: bool = False  # longer than any fitting unit: outside what the thresholds were fitted on
     resolution: float = 0.0  # smallest p-value this bucket can give: 1 / (n + 1)
+    # signals (and detector inputs, as "detector:<feature>") with no value for this text: they took no part in
+    # the decision (their p-value reads 1); the caller's policy decides whether that fails open or closed
+    missing: list[str] = []
     tail_p: float = 1.0  # p_value, and below its floor (no calibration score reached) min(1, continued count) / (n + 1):
     # a ranking of texts beyond every calibration unit, not a guarantee (see tail_count)
 
@@ -175,6 +178,14 @@ class Calibrator(BaseModel):
         """The buckets of the first part (every part has the same length ranges)."""
         return self.parts[0].buckets
 
+    def missing(self, feat: Mapping[str, float]) -> list[str]:
+        """The signals this text has no finite value for, and the detector's inputs it lacks."""
+        out = [s for s in self.signals if s != "detector" and not math.isfinite(float(feat.get(s, math.nan)))]
+        det = self.parts[0].detector
+        if det is not None:
+            out += [f"detector:{f}" for f in det.missing(feat)]
+        return out
+
     def bucket_of(self, n_scored: float) -> int:
         n = int(n_scored)
         for i, b in enumerate(self.buckets):
@@ -248,7 +259,7 @@ class Calibrator(BaseModel):
             flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=p,
             resolution=1 / (n + 1), tail_p=p if n_ge else max(min(1.0, cont) / (n + 1), P_FLOOR),
             score=float(np.mean(scores)), threshold=self._threshold(b, n, alpha), bucket=b, signal_p=signal_p,
-            top_signal=min(signal_p, key=signal_p.__getitem__),
+            top_signal=min(signal_p, key=signal_p.__getitem__), missing=self.missing(feat),
             beyond_fitted_length=self.max_len is not None and feat["n_scored"] > self.max_len,
         )
 

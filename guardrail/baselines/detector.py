@@ -53,6 +53,11 @@ class Detector(BaseModel):
     coef: list[float] = []  # logistic
     intercept: float = 0.0
 
+    def missing(self, feat: Mapping[str, float]) -> list[str]:
+        """Inputs with no finite value: the score treats them as typical (z = 0); the assessment lists them."""
+        v = _vector(feat, self.features)
+        return [n for n, x in zip(self.features, v.tolist(), strict=True) if not math.isfinite(x)]
+
     def score(self, feat: Mapping[str, float]) -> float:
         x = (_vector(feat, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
         x = np.where(np.isfinite(x), x, 0.0)  # an unknown feature counts as typical
