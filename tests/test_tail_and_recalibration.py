@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from guardrail.backends.base import ScorerInfo
-from guardrail.baselines.conformal import fit_calibrator, tail_count
+from guardrail.baselines.conformal import continuous_p, fit_calibrator, tail_count
 from guardrail.baselines.fit import cross_calibrate, rate_check
 from guardrail.baselines.model import Baseline, BaselineError, load_baseline, save_baseline
 from guardrail.baselines.recalibrate import SignalLog, read_signals, recalibrate
@@ -37,17 +37,30 @@ def baseline_of(cal, alphas=(0.01, 0.05)) -> Baseline:
                     calibrator=cal, target_alphas=list(alphas), fit_date="2026-12-01T00:00:00Z")
 
 
-def test_tail_count_is_the_count_inside_and_continuous_beyond():
+def test_tail_count_is_the_count_at_calibration_scores_and_continuous_between_and_beyond():
     cal = sorted(np.random.default_rng(0).normal(size=1000).tolist())
     assert tail_count(cal, -10.0) == 1000
-    assert tail_count(cal, cal[500]) == 500
+    assert tail_count(cal, cal[500]) == pytest.approx(500)  # n - i at the i-th score
+    mid = (cal[500] + cal[501]) / 2
+    assert 499 < tail_count(cal, mid) < 500  # between two scores: in between, not a tie
     top = cal[-1]
     beyond = [tail_count(cal, top + d) for d in (0.1, 0.5, 1.0, 3.0)]
     assert all(b > 0 for b in beyond) and beyond[-1] < 1  # the plain count is 0 for all of them
     assert beyond == sorted(beyond, reverse=True) and len(set(beyond)) == 4  # strictly ordered
-    xs = np.linspace(-4, top + 3, 400)
+    xs = np.linspace(-4, top + 3, 2000)
     c = [tail_count(cal, x) for x in xs]
-    assert all(a >= b for a, b in itertools.pairwise(c))  # monotone across the joint
+    assert all(a >= b for a, b in itertools.pairwise(c))  # monotone, across the joint too
+    arr = np.asarray(cal)
+    for (x0, x1), (a, b) in zip(itertools.pairwise(xs), itertools.pairwise(c), strict=True):
+        assert a - b <= ((arr >= x0) & (arr <= x1)).sum() + 1  # no jump beyond the scores it passes
+
+
+def test_continuous_p_meets_the_conformal_p_and_goes_below_its_floor():
+    n = 99
+    assert continuous_p(4.0, n) == pytest.approx(5 / 100)  # (1 + count) / (n + 1)
+    assert continuous_p(1.0, n) == pytest.approx(2 / 100) and continuous_p(0.999, n) < 2 / 100
+    assert continuous_p(0.25, n) == pytest.approx(0.5 / 100) and continuous_p(0.25, n) < 1 / (n + 1)
+    assert continuous_p(0.0, n) > 0
 
 
 def test_assessment_tail_p_ranks_below_the_resolution():
@@ -59,7 +72,8 @@ def test_assessment_tail_p_ranks_below_the_resolution():
     tails = [a.tail_p for a in far]
     assert tails[0] > tails[1] > tails[2] and tails[0] < far[0].resolution
     typical = cal.assess(base, 0.01)
-    assert typical.tail_p == typical.p_value  # wherever a calibration score reaches it, it is the p-value
+    # inside the sample it is the p-value, up to the interpolation between two calibration scores
+    assert abs(typical.tail_p - typical.p_value) <= typical.resolution
 
 
 def test_check_tier_refuses_below_resolution_unless_tail():

@@ -47,8 +47,8 @@ from .detector import Detector
 from .features import Tail
 
 __all__ = [
-    "Assessment", "Bucket", "Calibrator", "Part", "fit_calibrator", "length_ranges", "length_trend", "min_n",
-    "reference_part", "tail_count",
+    "Assessment", "Bucket", "Calibrator", "Part", "continuous_p", "fit_calibrator", "length_ranges", "length_trend",
+    "min_n", "reference_part", "tail_count",
 ]
 
 
@@ -96,8 +96,8 @@ class Assessment(BaseModel):
     # signals (and detector inputs, as "detector:<feature>") with no value for this text: they took no part in
     # the decision (their p-value reads 1); the caller's policy decides whether that fails open or closed
     missing: list[str] = []
-    tail_p: float = 1.0  # p_value, and below its floor (no calibration score reached) min(1, continued count) / (n + 1):
-    # a ranking of texts beyond every calibration unit, not a guarantee (see tail_count)
+    tail_p: float = 1.0  # p_value made continuous (see tail_count, continuous_p): equal to it at calibration scores,
+    # interpolated between them, continued below its floor: a ranking, not a guarantee
 
 
 P_FLOOR = 1e-300  # smallest p-value reported: -log p <= 690.8
@@ -124,21 +124,27 @@ def _upper_p(ref: np.ndarray, x: float) -> float:
 
 
 def tail_count(cal: Sequence[float], s: float) -> float:
-    """``#{i: cal_i >= s}`` for a sorted calibration sample, continued as a real number where fewer than
-    t = max(5, n/20) scores reach ``s``: t exp(-(s - u) / beta) with u the t-th largest score and beta the mean
-    excess of the top t over u (an exponential tail, as the signal references use).  Monotone in ``s``; it
-    orders texts more extreme than every calibration unit, where the count is 0 for all of them."""
+    """``#{i: cal_i >= s}`` for a sorted calibration sample as a continuous, decreasing function of ``s``: linear
+    between consecutive calibration scores (equal to the count at each of them), and where fewer than
+    t = max(5, n/20) scores reach ``s``, t exp(-(s - u) / beta) with u the t-th largest score and beta the mean
+    excess of the top t over u (an exponential tail, as the signal references use).  It orders texts between
+    calibration scores and beyond all of them, where the plain count ties."""
     n = len(cal)
     if n == 0:
         return 0.0
     arr = np.asarray(cal, dtype=np.float64)
-    count = n - int(np.searchsorted(arr, s, "left"))
     t = min(n, max(5, n // 20))
     u = float(arr[n - t])
-    if count >= t or s <= u:
-        return float(count)
+    if s <= u:
+        return float(np.interp(s, arr, np.arange(n, 0, -1, dtype=np.float64), left=float(n)))
     beta = max(float(arr[n - t:].mean() - u), _resolution(arr, t), 1e-6)
     return t * math.exp(-(s - u) / beta)
+
+
+def continuous_p(count: float, n: int) -> float:
+    """The conformal p-value ``(1 + count) / (n + 1)`` of a continuous count, continued below its floor
+    ``1 / (n + 1)`` as ``2 count / (n + 1)`` when the count falls under 1 (continuous at 1, 0 at 0)."""
+    return max((1.0 + count if count >= 1 else 2.0 * count) / (n + 1), P_FLOOR)
 
 
 def _tail_p(ref: np.ndarray, x: float, tail: Tail) -> float:
@@ -257,7 +263,7 @@ class Calibrator(BaseModel):
         p = (1 + n_ge) / (n + 1)
         return Assessment(
             flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=p,
-            resolution=1 / (n + 1), tail_p=p if n_ge else max(min(1.0, cont) / (n + 1), P_FLOOR),
+            resolution=1 / (n + 1), tail_p=continuous_p(cont, n),
             score=float(np.mean(scores)), threshold=self._threshold(b, n, alpha), bucket=b, signal_p=signal_p,
             top_signal=min(signal_p, key=signal_p.__getitem__), missing=self.missing(feat),
             beyond_fitted_length=self.max_len is not None and feat["n_scored"] > self.max_len,
