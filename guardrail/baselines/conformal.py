@@ -72,6 +72,13 @@ class Bucket(BaseModel):
         t = self.trend.get(signal)
         return x if t is None else x - (t[0] + t[1] * math.log(max(1.0, n_scored)))
 
+    def calib_array(self) -> np.ndarray:
+        """The calibration scores as an array (made once; :meth:`Calibrator.set_calibration` replaces them)."""
+        arr = self._arrays.get("\x00calib")
+        if arr is None:
+            arr = self._arrays["\x00calib"] = np.asarray(self.calib, dtype=np.float64)
+        return arr
+
     def ref(self, signal: str) -> np.ndarray:
         arr = self._arrays.get(signal)
         if arr is None:
@@ -123,7 +130,7 @@ def _upper_p(ref: np.ndarray, x: float) -> float:
     return (1 + n - int(np.searchsorted(ref, x, "left"))) / (n + 1)
 
 
-def tail_count(cal: Sequence[float], s: float) -> float:
+def tail_count(cal: Sequence[float] | np.ndarray, s: float) -> float:
     """``#{i: cal_i >= s}`` for a sorted calibration sample as a continuous, decreasing function of ``s``: linear
     between consecutive calibration scores (equal to the count at each of them), and where fewer than
     t = max(5, n/20) scores reach ``s``, t exp(-(s - u) / beta) with u the t-th largest score and beta the mean
@@ -220,6 +227,7 @@ class Calibrator(BaseModel):
             per[self.bucket_of(n)].append(float(sc))
         for b, sc in zip(self.parts[part].buckets, per, strict=True):
             b.calib = sorted(sc)
+            b._arrays.pop("\x00calib", None)
 
     def resolution(self) -> float:
         """The coarsest bucket's smallest p-value, 1 / (n + 1): a tier at a lower p cannot be told apart."""
@@ -253,8 +261,8 @@ class Calibrator(BaseModel):
         n_ge, cont, scores, logs = 0, 0.0, [], {s: 0.0 for s in self.signals}
         for k, pt in enumerate(self.parts):
             s, ps = self.combined(feat, b, k)
-            cal = pt.buckets[b].calib
-            n_ge += len(cal) - int(np.searchsorted(cal, s, "left"))
+            cal = pt.buckets[b].calib_array()
+            n_ge += cal.size - int(np.searchsorted(cal, s, "left"))
             cont += tail_count(cal, s)
             scores.append(s)
             for sig, p in ps.items():

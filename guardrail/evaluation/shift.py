@@ -12,12 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..baselines.conformal import Calibrator
-from .data import EvalRecord
 
-__all__ = ["SourceFeats", "by_source", "leave_one_source_out", "rates"]
+__all__ = ["SourceFeats", "leave_one_source_out", "rates", "summarise"]
 
 Feat = dict[str, float]
 FitFn = Callable[[Sequence[Feat], Sequence[str]], Calibrator]
@@ -29,18 +27,6 @@ class SourceFeats:
 
     feats: list[Feat]
     groups: list[str]
-
-
-def by_source(records: Sequence[EvalRecord], feats: Sequence[Feat | None]) -> dict[str, SourceFeats]:
-    """Scorable records grouped by source, one source a file (named by its stem); unscorable ones dropped."""
-    out: dict[str, SourceFeats] = {}
-    for r, f in zip(records, feats, strict=True):
-        if f is None:
-            continue
-        s = out.setdefault(Path(r.source).stem, SourceFeats([], []))
-        s.feats.append(f)
-        s.groups.append(r.group)
-    return dict(sorted(out.items()))
 
 
 def rates(assess: Callable[[Feat, float], bool], feats: Sequence[Feat], alphas: Sequence[float]) -> dict[str, dict]:
