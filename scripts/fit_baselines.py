@@ -36,7 +36,7 @@ from guardrail.baselines.fit import (  # noqa: E402
     split_units,
 )
 from guardrail.baselines.model import save_baseline  # noqa: E402
-from guardrail.baselines.splits import group_hash  # noqa: E402
+from guardrail.baselines.splits import first_by_group  # noqa: E402
 from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
 from guardrail.types import Side  # noqa: E402
 
@@ -68,7 +68,7 @@ def rate_row(rep, alpha: float) -> dict:
 
 def capped(records, cap: int):
     """At most ``cap`` records, the first by the hash of their group key (reproducible, spread over groups)."""
-    return sorted(records, key=lambda r: group_hash(r.group))[:cap]
+    return [records[i] for i in first_by_group([r.group for r in records], cap)]
 
 
 def split_ablation(backend, b, feats, units, attack_feats=None, signals=DEFAULT_SIGNALS, **kw) -> list[dict]:

@@ -33,7 +33,7 @@ from guardrail.baselines.corpus import read_records  # noqa: E402
 from guardrail.baselines.features import tail_of  # noqa: E402
 from guardrail.baselines.fit import cross_calibrate, featurize  # noqa: E402
 from guardrail.baselines.model import load_baseline  # noqa: E402
-from guardrail.baselines.splits import group_hash, split_of  # noqa: E402
+from guardrail.baselines.splits import first_by_group, group_hash, split_of  # noqa: E402
 from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
 from guardrail.evaluation.metrics import tpr_at_fpr  # noqa: E402
 from guardrail.evaluation.shift import SourceFeats, leave_one_source_out, rates, summarise  # noqa: E402
@@ -85,7 +85,7 @@ BEFORE = ("e334c05", "guardrail/data/baselines/general.prompt.json")
 def cap_per_source(s: SourceFeats, cap: int | None) -> SourceFeats:
     if cap is None or len(s.feats) <= cap:
         return s
-    order = sorted(range(len(s.feats)), key=lambda i: (group_hash(s.groups[i]), i))[:cap]
+    order = first_by_group(s.groups, cap)
     return SourceFeats([s.feats[i] for i in order], [s.groups[i] for i in order])
 
 

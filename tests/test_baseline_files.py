@@ -146,3 +146,14 @@ def test_spread_units_cap_keeps_every_split():
     counts = {s: sum(split_of(u.group) == s for u in units) for s in ("train", "calib", "test")}
     assert counts["test"] >= 40 and counts["calib"] >= 40, counts
     assert len({u.group for u in units}) == 200  # one chunk per document: spread as wide as possible
+
+
+def test_first_by_group_is_a_reproducible_sample_spread_over_groups():
+    from guardrail.baselines.splits import first_by_group, group_hash
+
+    groups = [f"doc{i % 7}" for i in range(40)]
+    idx = first_by_group(groups, 10)
+    assert len(idx) == 10 and idx == first_by_group(list(groups), 10)
+    keys = [(group_hash(groups[i]), i) for i in idx]
+    assert keys == sorted(keys)  # hash order, input order within a group
+    assert first_by_group(groups, None) == first_by_group(groups, 100) and len(first_by_group(groups, None)) == 40

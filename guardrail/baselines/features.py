@@ -14,9 +14,6 @@ Signals are what baselines calibrate; each has the tail(s) that make it suspicio
 ``surprise_cusum`` high    largest sum, over any stretch, of (surprise - entropy - 1 nat): an upper CUSUM of the
                            tokens' excess surprise over what the model itself expected; integrates a long
                            anomalous stretch (an optimised suffix) that a short benign spike cannot match
-``max_e{w}``       high    top window mean of the excess surprise (surprise - entropy) at width w: a burst of tokens
-                           more surprising than the model itself expected; a niche but fluent term is surprising
-                           where the model was unsure anyway (high entropy), an optimised suffix is not
 ``repeat_run``     high    longest run of tokens each repeating one of the 4 before it (``! ! ! !`` filler,
                            short loops): abnormal repetition that a perplexity spike never shows
 ``excess_cusum``   high    the surprise CUSUM with a drift of 2.2 nats (the mean benign excess plus half its
@@ -66,7 +63,7 @@ def feature_names(widths: Sequence[int]) -> list[str]:
 def tail_of(name: str) -> Tail:
     if name == "detector":  # the multivariate detector's score (see detector.py)
         return "high"
-    if name.startswith(("max_w", "max_e")):
+    if name.startswith("max_w"):
         return "high"
     if name.startswith("min_w"):
         return "low"
@@ -95,22 +92,27 @@ def token_keys(seg: Segment) -> np.ndarray:
                        count=len(seg.tokens))
 
 
+def _excess_walk(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the tokens with both values, and the walk ``c_0 = 0, c_k = sum of their first k excesses``
+    (surprise - entropy - drift): the CUSUM is the largest rise of ``c`` over its running minimum."""
+    ok = np.flatnonzero(~np.isnan(nll) & ~np.isnan(entropy))
+    return ok, np.concatenate(([0.0], np.cumsum(nll[ok] - entropy[ok] - drift)))
+
+
 def surprise_cusum(nll: np.ndarray, entropy: np.ndarray, drift: float = CUSUM_DRIFT) -> float:
     """max over i <= j of sum_{t=i..j} (nll_t - entropy_t - drift), 0 for none (NaN without entropies)."""
-    ok = ~np.isnan(nll) & ~np.isnan(entropy)
-    if not ok.any():
+    ok, c = _excess_walk(nll, entropy, drift)
+    if not ok.size:
         return float("nan")
-    c = np.concatenate(([0.0], np.cumsum(nll[ok] - entropy[ok] - drift)))
     return float((c - np.minimum.accumulate(c)).max())
 
 
 def cusum_stretch(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[int, int] | None:
     """Token indices ``[i, j)`` of the stretch that gives :func:`surprise_cusum` its value (the whole anomalous
     stretch, not one window), None when nothing accumulates.  Tokens without a value are skipped, not cut."""
-    ok = np.flatnonzero(~np.isnan(nll) & ~np.isnan(entropy))
+    ok, c = _excess_walk(nll, entropy, drift)
     if not ok.size:
         return None
-    c = np.concatenate(([0.0], np.cumsum(nll[ok] - entropy[ok] - drift)))
     low = np.minimum.accumulate(c)
     end = int((c - low).argmax())
     if c[end] - low[end] <= 0:
@@ -152,10 +154,5 @@ def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
         excess_cusum=surprise_cusum(a.nll, a.entropy, EXCESS_DRIFT),
         same_run=float(max(0, repeat_run(keys, 1) + 1 - SAME_RUN_FREE) if keys.size else 0),
     )
-    e = a.nll - a.entropy
-    e = e[~np.isnan(e)]
-    ce = _cumsum(e) if e.size else None
-    for w in widths:
-        out[f"max_e{w}"] = float(_means(ce, min(w, e.size)).max()) if ce is not None else float("nan")
     out["n_scored"] = float(n)
     return out

@@ -9,9 +9,10 @@ training groups so that evaluation can drop records seen in fitting.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["SALT", "Split", "fold_of", "group_hash", "split_of"]
+__all__ = ["SALT", "Split", "first_by_group", "fold_of", "group_hash", "split_of"]
 
 Split = Literal["train", "calib", "test"]
 SALT = "guardrail-split-v1"
@@ -35,3 +36,10 @@ def split_of(key: str) -> Split:
 def fold_of(key: str, k: int) -> int:
     """The cross-conformal fold (0..k-1) of a group: a hash salted apart from the split's."""
     return int(group_hash("fold\x00" + key), 16) % k
+
+
+def first_by_group(groups: Sequence[str], cap: int | None) -> list[int]:
+    """Indices of at most ``cap`` items, the first in the order of their group key's hash (ties in input order):
+    a reproducible sample spread over groups, the same for fitting and for evaluation."""
+    order = sorted(range(len(groups)), key=lambda i: (group_hash(groups[i]), i))
+    return order if cap is None else order[:cap]
