@@ -154,5 +154,7 @@ def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
         excess_cusum=surprise_cusum(a.nll, a.entropy, EXCESS_DRIFT),
         same_run=float(max(0, repeat_run(keys, 1) + 1 - SAME_RUN_FREE) if keys.size else 0),
     )
-    out["n_scored"] = float(n)
+    out["n_scored"] = float(n)  # metadata, not signals: the length bucket, and the kind of entropy behind them
+    if seg.entropy_k is not None:
+        out["entropy_k"] = float(seg.entropy_k)
     return out

@@ -162,7 +162,9 @@ def fit_from_features(
                     pool.append(f)
                     pool_groups.append(g)
         cal = cross_calibrate(pool, pool_groups, tails, min(alphas), detector, attacks, folds, max_buckets, trend)
+    ks = {f.get("entropy_k") for f in [*train, *calib]}
     b = Baseline(
+        entropy_k=int(ks.pop()) if len(ks) == 1 and None not in ks else None,
         domain=domain, side=side.value, scorer_id=scorer.id, model=scorer.model, tokenizer=scorer.tokenizer,
         logprob_mode=scorer.logprob_mode.value, widths=list(widths), unit=dict(unit),
         corpus={**corpus, "n_units": {k: len(v) for k, v in feats.items()}},

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..backends.base import ScorerInfo
 from ..errors import ConfigError
+from ..types import Segment
 from .conformal import Assessment, Calibrator
 from .detector import Detector
 
@@ -58,6 +59,9 @@ class Baseline(BaseModel):
     training_groups: list[str] = Field(default_factory=list)
     test_rates: list[RateReport] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    # k behind the fitting segments' entropies: the vocabulary size when exact (the embedded scorer), the number of
+    # top logprobs when a lower bound (an API): a baseline fitted with one kind is refused for the other
+    entropy_k: int | None = None
     checksum: str = ""
 
     @property
@@ -68,6 +72,8 @@ class Baseline(BaseModel):
 
     def _digest(self) -> str:
         body = self.model_dump(mode="json", exclude={"checksum"})
+        if body.get("entropy_k") is None:  # files written before the field existed keep their checksum
+            body.pop("entropy_k", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def check_scorer(self, scorer: ScorerInfo, where: str = "baseline") -> None:
@@ -80,6 +86,22 @@ class Baseline(BaseModel):
                     f"{where}: fitted for {field} {mine!r}, but the scorer in use has {theirs!r}; "
                     f"fit a baseline for this scorer (guardrail baseline fit)"
                 )
+
+    def check_segment(self, seg: Segment, where: str = "baseline") -> None:
+        """Refuse a segment this baseline cannot judge: another scorer, another side, another kind of entropy.
+        (Widths need no check: the features are computed with the baseline's own widths.)"""
+        if seg.scorer_id != self.scorer_id:
+            raise BaselineError(
+                f"{where}: baseline {self.id} was fitted for scorer {self.scorer_id!r}; this text was scored by "
+                f"{seg.scorer_id!r}: fit a baseline for that scorer (guardrail baseline fit) or score with the "
+                f"baseline's scorer")
+        if self.side != "text" and seg.side.value not in (self.side, "text"):
+            raise BaselineError(f"{where}: baseline {self.id} is for the {self.side} side; this is a "
+                                f"{seg.side.value} segment")
+        if self.entropy_k is not None and seg.entropy_k is not None and seg.entropy_k != self.entropy_k:
+            raise BaselineError(
+                f"{where}: baseline {self.id} was fitted with {_entropy_kind(self.entropy_k)}; this text has "
+                f"{_entropy_kind(seg.entropy_k)}: entropy signals would not be comparable")
 
     @property
     def detector(self) -> Detector | None:
@@ -105,6 +127,10 @@ class Baseline(BaseModel):
 
     def assess(self, feat: dict[str, float], alpha: float) -> Assessment:
         return self.calibrator.assess(feat, alpha)
+
+
+def _entropy_kind(k: int) -> str:
+    return f"entropies over {k} alternatives" + (" (exact)" if k > 1000 else " (a top-k lower bound)")
 
 
 def save_baseline(b: Baseline, path: str | Path) -> Path:

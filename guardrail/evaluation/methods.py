@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..baselines.conformal import Assessment
-from ..baselines.features import CUSUM_DRIFT, EXCESS_DRIFT, cusum_stretch, tail_of
 from ..baselines.model import Baseline
-from ..scoring import TokenArrays, window_means
+from ..baselines.spans import Span, decision_spans
+from ..baselines.spans import merge as _merge
+from ..baselines.spans import scored_windows as _windows
+from ..baselines.spans import window_span as _window_span
+from ..scoring import TokenArrays
 
 __all__ = [
     "CPD_H", "CPD_K", "JAIN_WIDTH", "NEMO_LP", "NEMO_PS", "Item", "Method", "cusum", "nemo_parts",
@@ -45,7 +47,6 @@ NEMO_WORDS = 20
 CPD_K = 0.5
 CPD_H = 5.0
 
-Span = tuple[int, int]
 
 
 @dataclass
@@ -68,19 +69,6 @@ def nemo_parts(text: str) -> dict[str, tuple[Span, str]] | None:
         "prefix": ((pre[0][0], pre[-1][1]), " ".join(text[a:b] for a, b in pre)),
         "suffix": ((suf[0][0], suf[-1][1]), " ".join(text[a:b] for a, b in suf)),
     }
-
-
-def _windows(a: TokenArrays, width: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean NLL of every run of ``width`` scored tokens (one run over all of them when fewer), the scored
-    tokens' indices, and the effective width."""
-    idx = np.flatnonzero(~np.isnan(a.nll))
-    w = min(width, idx.size)
-    return (window_means(a.nll[idx], w) if w else np.empty(0)), idx, w
-
-
-def _window_span(a: TokenArrays, idx: np.ndarray, i: int, w: int) -> Span:
-    """Characters of the window of ``w`` scored tokens starting at scored token ``i``."""
-    return int(a.start[idx[i]]), int(a.end[idx[i + w - 1]])
 
 
 def _mean_nll(a: TokenArrays) -> float:
@@ -218,43 +206,11 @@ class Guardrail(Method):
         return ranking(self.assess(it))
 
     def spans(self, it: Item, threshold: float) -> list[Span]:
-        top = self.assess(it).top_signal
-        if top in CUSUM_DRIFTS:  # the stretch that accumulated the CUSUM: the whole anomalous run
-            st = cusum_stretch(it.arrays.nll, it.arrays.entropy, CUSUM_DRIFTS[top])
-            if st is not None:
-                return [(int(it.arrays.start[st[0]]), int(it.arrays.end[st[1] - 1]))]
-        tail = tail_of(top)
-        low = tail == "low" or (tail == "both" and _is_low(self.baseline, it.feats, top))
-        widths = sorted(self.baseline.widths)
-        return [_extreme_window(it.arrays, widths[-1] if low else widths[0], low)]
-
-
-CUSUM_DRIFTS = {"surprise_cusum": CUSUM_DRIFT, "excess_cusum": EXCESS_DRIFT}
+        return decision_spans(self.baseline, it.arrays, it.feats, self.assess(it).top_signal)
 
 
 def ranking(a: Assessment) -> float:
     """The ranking score of an assessment: ``-log tail_p`` (comparable across length buckets, continuous)."""
     return -math.log(a.tail_p)
 
-
-def _is_low(b: Baseline, feats: dict[str, float], signal: str) -> bool:
-    """Whether a two-sided signal is on its low side (below its reference median)."""
-    bk = b.calibrator.buckets[b.calibrator.bucket_of(feats["n_scored"])]
-    ref = bk.ref(signal)
-    return bool(ref.size) and bk.residual(signal, feats[signal], feats["n_scored"]) < float(np.median(ref))
-
-
-def _extreme_window(a: TokenArrays, width: int, low: bool) -> Span:
-    m, idx, w = _windows(a, width)
-    return _window_span(a, idx, int(m.argmin() if low else m.argmax()), w)
-
-
-def _merge(spans: Sequence[Span]) -> list[Span]:
-    out: list[Span] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], e))
-        else:
-            out.append((s, e))
-    return out
 

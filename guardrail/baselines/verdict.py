@@ -1,0 +1,80 @@
+"""One text's verdict against one baseline: what a decision needs, alpha-free (the policy's tiers decide).
+
+A :class:`Verdict` carries the conformal p-value and its continuous tail statistic, the baseline's resolution
+(the smallest p-value it can give), the most extreme signal, the signals that could not be computed (listed,
+never read as typical), and the flagged spans as character offsets into the text -- with the index of the
+request message the text is, when it is one.  An unscorable text (no logprobs) is a verdict with
+``scorable=False`` and the reason, never a score of 0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..scoring import TokenArrays
+from ..types import Segment
+from .features import features
+from .model import Baseline
+from .spans import decision_spans
+
+__all__ = ["ScorerKind", "Span", "Verdict", "judge", "unscorable"]
+
+ScorerKind = Literal["serving", "embedded"]
+
+
+class Span(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    message: int | None = None  # index of the request message the offsets are in (None: the output)
+    start: int  # Python string index into that message's content (or the output), end exclusive
+    end: int
+    text: str
+
+
+class Verdict(BaseModel):
+    side: Literal["prompt", "output"]
+    scorable: bool
+    reason: str | None = None  # why not scorable
+    message: int | None = None  # prompt side: index into the request's messages
+    role: str | None = None
+    scorer: str  # scorer id
+    scorer_kind: ScorerKind  # the serving model's own logprobs, or the embedded scorer teacher-forcing the text
+    baseline: str | None = None  # baseline id
+    p_value: float | None = None  # conformal p-value within the text's length bucket
+    tail_p: float | None = None  # the same made continuous (a ranking below the resolution, not a guarantee)
+    resolution: float | None = None  # smallest p-value the baseline gives this text: 1 / (n + 1)
+    top_signal: str | None = None
+    signal_p: dict[str, float] = Field(default_factory=dict)
+    missing: list[str] = Field(default_factory=list)  # signals with no value: they took no part in p_value
+    spans: list[Span] = Field(default_factory=list)
+    n_tokens: int = 0
+    beyond_fitted_length: bool = False
+
+
+def unscorable(side: Literal["prompt", "output"], reason: str, *, scorer: str, scorer_kind: ScorerKind,
+               baseline: str | None = None, message: int | None = None, role: str | None = None) -> Verdict:
+    return Verdict(side=side, scorable=False, reason=reason, scorer=scorer, scorer_kind=scorer_kind,
+                   baseline=baseline, message=message, role=role)
+
+
+def judge(baseline: Baseline, seg: Segment, *, side: Literal["prompt", "output"], scorer_kind: ScorerKind,
+          message: int | None = None, role: str | None = None) -> Verdict:
+    """The verdict of ``baseline`` on ``seg`` (checked first: scorer, side, entropy kind -- a mismatch raises
+    :class:`~guardrail.baselines.model.BaselineError`)."""
+    baseline.check_segment(seg, f"{side} side")
+    feats = features(seg, baseline.widths)
+    common = dict(side=side, scorer=seg.scorer_id, scorer_kind=scorer_kind, baseline=baseline.id, message=message,
+                  role=role)
+    if feats is None:
+        return Verdict(scorable=False, reason="no token of the text has a logprob", n_tokens=len(seg.tokens),
+                       **common)
+    a = baseline.assess(feats, max(baseline.target_alphas))  # the p-value does not depend on alpha
+    arrays = TokenArrays.from_segment(seg)
+    spans = [Span(message=message, start=s, end=e, text=seg.text[s:e])
+             for s, e in decision_spans(baseline, arrays, feats, a.top_signal)]
+    return Verdict(
+        scorable=True, p_value=a.p_value, tail_p=a.tail_p, resolution=a.resolution, top_signal=a.top_signal,
+        signal_p={k: round(v, 6) for k, v in a.signal_p.items()}, missing=a.missing, spans=spans,
+        n_tokens=len(seg.tokens), beyond_fitted_length=a.beyond_fitted_length, **common)

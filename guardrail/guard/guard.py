@@ -1,0 +1,306 @@
+"""The Guard: the one orchestrator.  screen the prompt -> generate -> score -> assess -> decide -> act, climbing
+the regenerate ladder while the policy and the budget allow, then the policy's escalation.
+
+Which scorer judges a side follows from the side's baseline: the serving backend's own logprobs when the
+baseline was fitted for its scorer, else the embedded scorer teacher-forcing the text (so the shipped
+baselines work in front of any backend).  The clock is injected (budgets are tested without waiting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from ..backends.base import Backend, GenerationRequest, Message
+from ..baselines.model import Baseline, BaselineError
+from ..baselines.registry import resolve
+from ..baselines.verdict import ScorerKind, Verdict, judge, unscorable
+from ..errors import BackendError, ConfigError, InputError
+from ..types import Generation, Side
+from .actions import ACTION_STRATEGIES, Candidate
+from .decide import decide_side, most_severe
+from .policy import Policy, SideRules, load_policy
+from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
+from .result import GuardResult
+from .review import InMemoryReviewQueue, ReviewQueue
+
+__all__ = ["Guard", "derive_seed"]
+
+SideName = Literal["prompt", "output"]
+
+
+def derive_seed(request_id: str, attempt: int) -> int:
+    """The seed of an attempt: from the request id and the attempt number, so a ladder is reproducible."""
+    return int(hashlib.sha256(f"{request_id}\x00{attempt}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+class Guard:
+    def __init__(
+        self, policy: Policy, backend: Backend, *, scorer: Backend | None = None,
+        baselines: Mapping[str, Baseline] | None = None, review_queue: ReviewQueue | None = None,
+        clock: Callable[[], float] = time.monotonic, cache_size: int = 4096,
+    ) -> None:
+        self.policy, self.backend, self.scorer = policy, backend, scorer
+        self.review_queue: ReviewQueue = review_queue or InMemoryReviewQueue()
+        self._clock = clock
+        self._cache: OrderedDict[tuple[str, str, str], Verdict] = OrderedDict()
+        self._cache_size = cache_size
+        self.baselines: dict[str, Baseline] = {}
+        self._judge_by: dict[str, tuple[ScorerKind, Backend]] = {}
+        for side, rules in policy.sides().items():
+            b = (baselines or {}).get(side) or _resolve(policy, side, rules)
+            for i, tier in enumerate(rules.tiers):
+                try:
+                    b.check_tier(tier.p, tail=tier.tail, where=f"{policy.where(side, 'tiers', i, 'p')}: {side}.tiers.{i}.p")
+                except BaselineError as e:
+                    raise ConfigError(str(e)) from None
+            self.baselines[side] = b
+            self._judge_by[side] = self._pick_scorer(side, b)
+
+    @classmethod
+    def from_policy(cls, name_or_path: str | Policy, backend: Backend | None = None, *,
+                    scorer: Backend | None = None, **kw: Any) -> Guard:
+        """A Guard for a shipped policy name or a YAML file; without a backend, the embedded model serves and
+        scores (offline).  With a backend whose scorer no shipped baseline fits, pass the embedded scorer as
+        ``scorer`` (or it is made)."""
+        policy = name_or_path if isinstance(name_or_path, Policy) else load_policy(name_or_path)
+        if backend is None or scorer is None:
+            from ..backends.llamacpp import LlamaCppBackend
+
+            if backend is None:
+                backend = scorer if scorer is not None else LlamaCppBackend()
+            if scorer is None:
+                scorer = backend if isinstance(backend, LlamaCppBackend) else LlamaCppBackend()
+        return cls(policy, backend, scorer=scorer, **kw)
+
+    def _pick_scorer(self, side: str, b: Baseline) -> tuple[ScorerKind, Backend]:
+        if b.scorer_id == self.backend.scorer.id:
+            return "serving", self.backend
+        if self.scorer is not None and b.scorer_id == self.scorer.scorer.id:
+            if side == "output" and not hasattr(self.scorer, "score_reply"):
+                raise ConfigError(f"{side}: the scorer {self.scorer.scorer.backend} cannot teacher-force a reply")
+            return "embedded", self.scorer
+        theirs = [self.backend.scorer.id] + ([self.scorer.scorer.id] if self.scorer is not None else [])
+        raise ConfigError(
+            f"{self.policy.where(side, 'baseline')}: {side} baseline {b.id} was fitted for scorer {b.scorer_id!r}; "
+            f"neither the serving backend nor the scorer has it ({', '.join(map(repr, theirs))}): pass the "
+            f"embedded scorer, or fit a baseline for the serving model (guardrail baseline fit)")
+
+    # ------------------------------------------------------------------ public API
+    async def chat(
+        self, messages: Sequence[Message | Mapping[str, Any]], *, model: str | None = None, max_tokens: int = 256,
+        temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | str = (),
+        request_id: str | None = None,
+    ) -> GuardResult:
+        """One guarded chat completion: the completion (or None, or a held/refusal one) and the report."""
+        t0 = self._clock()
+        msgs = _messages(messages)
+        rid = request_id or uuid.uuid4().hex[:24]
+        pol = self.policy
+        report = GuardReport(request_id=rid, policy=pol.name, policy_hash=pol.hash, action="allow", reason="",
+                             baselines={s: b.id for s, b in self.baselines.items()},
+                             scorers={s: k for s, (k, _) in self._judge_by.items()})
+        cand = Candidate(model=model or self.backend.scorer.model, text=None, finish_reason=None)
+        prompt_action, would = "allow", "allow"
+        if "prompt" in self._judge_by:
+            t = self._clock()
+            report.prompt = await self.screen_messages(msgs)
+            report.timings.screen_ms = (self._clock() - t) * 1e3
+            prompt_action = would = report.prompt.action
+            report.reason = report.prompt.reason
+            if prompt_action in ("reject", "review") and not pol.shadow:
+                res = await ACTION_STRATEGIES[prompt_action].apply(report, cand, "prompt", pol, self.review_queue)
+                if res is not None:
+                    return self._done(res, t0)
+        out_action, out_reason = await self._ladder(msgs, report, cand, rid, max_tokens=max_tokens, temperature=temperature,
+                                        top_p=top_p, seed=seed, stop=[stop] if isinstance(stop, str) else list(stop))
+        t = self._clock()
+        would = most_severe(would, out_action)
+        final = most_severe(prompt_action if prompt_action in ("allow", "annotate") else "allow", out_action)
+        if final == "regenerate":  # only in shadow mode: the ladder did not run
+            final = pol.regenerate.on_exhausted
+        if out_action != "allow" or not report.reason:
+            report.reason = out_reason
+        if pol.shadow:
+            report.shadow = Shadow(would=would)
+            report.reason = f"shadow: would {would} ({report.reason})" if would != "allow" else "shadow: allow"
+            final = "allow"
+        elif report.review is not None and final in ("allow", "annotate"):  # prompt under audit / approved
+            final = "review" if report.review.mode == "audit" else final
+        report.timings.decide_ms = (self._clock() - t) * 1e3
+        if report.review is not None and final == "review":
+            return self._done(GuardResult(completion=_completion(report, cand, "review"), report=report), t0)
+        res = await ACTION_STRATEGIES[final].apply(report, cand, "output", pol, self.review_queue)
+        assert res is not None
+        return self._done(res, t0)
+
+    async def screen_messages(self, messages: Sequence[Message | Mapping[str, Any]]) -> SideDecision:
+        """The prompt side alone: each message whose role the policy screens, judged (cached by content hash),
+        combined into one request-level decision."""
+        rules = self.policy.prompt
+        if rules is None or "prompt" not in self._judge_by:
+            raise ConfigError(f"policy {self.policy.name} does not screen prompts")
+        kind, scorer = self._judge_by["prompt"]
+        b = self.baselines["prompt"]
+        verdicts, cached = [], 0
+        for i, m in enumerate(_messages(messages)):
+            if m.role not in rules.roles or not m.content.strip():
+                continue
+            key = (scorer.scorer.id, b.id, hashlib.sha256(m.content.encode("utf-8", "surrogatepass")).hexdigest())
+            v = self._cache.get(key)
+            if v is None:
+                v = await self._judge_text(kind, scorer, b, m.content)
+                self._remember(key, v)
+            else:
+                cached += 1
+                self._cache.move_to_end(key)
+            verdicts.append(v.model_copy(update={"message": i, "role": m.role, "spans": [
+                s.model_copy(update={"message": i}) for s in v.spans]}))
+        if not verdicts:
+            return SideDecision(side="prompt", action="allow", reason=f"no {'/'.join(rules.roles)} message to screen")
+        d = decide_side("prompt", rules, verdicts)
+        d.cached = cached
+        return d
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+        if self.scorer is not None and self.scorer is not self.backend:
+            await self.scorer.aclose()
+
+    # ------------------------------------------------------------------ the ladder
+    async def _ladder(self, msgs: list[Message], report: GuardReport, cand: Candidate, rid: str, *, max_tokens: int,
+                      temperature: float, top_p: float, seed: int | None, stop: list[str]) -> tuple[str, str]:
+        pol, t0 = self.policy, self._clock()
+        attempt = 0
+        while True:
+            sampling = self._sampling(attempt, rid, max_tokens, temperature, top_p, seed)
+            req_msgs = msgs if sampling.system_note is None else [Message(role="system", content=sampling.system_note),
+                                                                   *msgs]
+            req = GenerationRequest(messages=req_msgs, max_tokens=max_tokens, temperature=sampling.temperature,
+                                    top_p=sampling.top_p, seed=sampling.seed, stop=stop, top_logprobs=0)
+            t = self._clock()
+            gen = await self.backend.generate(req)
+            gen_ms = (self._clock() - t) * 1e3
+            usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=_n_output(gen),
+                          total_tokens=gen.prompt_tokens + _n_output(gen))
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                setattr(report.usage, k, getattr(report.usage, k) + getattr(usage, k))
+            t = self._clock()
+            decision = await self._judge_output(req_msgs, gen) if "output" in self._judge_by else None
+            score_ms = (self._clock() - t) * 1e3
+            action = decision.action if decision is not None else "allow"
+            report.attempts.append(Attempt(index=attempt, sampling=sampling, action=action, output=decision,
+                                           finish_reason=gen.finish_reason, text=gen.output.text, usage=usage,
+                                           generate_ms=gen_ms, score_ms=score_ms))
+            report.timings.generate_ms += gen_ms
+            report.timings.score_ms += score_ms
+            cand.text, cand.finish_reason = gen.output.text, gen.finish_reason
+            reason = decision.reason if decision is not None else "output not checked"
+            if action != "regenerate" or pol.shadow:
+                return action, reason
+            why = self._exhausted(report, attempt, max_tokens, t0)
+            if why is not None:
+                report.budget_exhausted = why if why in ("tokens", "seconds") else None
+                report.attempts[-1].action = pol.regenerate.on_exhausted
+                return pol.regenerate.on_exhausted, f"{reason}; ladder exhausted ({why}): {pol.regenerate.on_exhausted}"
+            attempt += 1
+            report.regenerated += 1
+
+    def _exhausted(self, report: GuardReport, attempt: int, max_tokens: int, t0: float) -> str | None:
+        pol = self.policy
+        if attempt >= pol.regenerate.max_attempts:
+            return f"{pol.regenerate.max_attempts} retries"
+        if pol.budget.tokens is not None:
+            need = report.usage.total_tokens + report.attempts[-1].usage.prompt_tokens + max_tokens
+            if need > pol.budget.tokens:
+                return "tokens"
+        if pol.budget.seconds is not None and self._clock() - t0 >= pol.budget.seconds:
+            return "seconds"
+        return None
+
+    def _sampling(self, attempt: int, rid: str, max_tokens: int, temperature: float, top_p: float,
+                  seed: int | None) -> Sampling:
+        if attempt == 0:
+            return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                            seed=seed if seed is not None else derive_seed(rid, 0))
+        ladder = self.policy.regenerate.ladder
+        rung = ladder[min(attempt - 1, len(ladder) - 1)]
+        return Sampling(temperature=rung.temperature if rung.temperature is not None else temperature,
+                        top_p=rung.top_p if rung.top_p is not None else top_p, max_tokens=max_tokens,
+                        seed=derive_seed(rid, attempt), system_note=rung.system_note)
+
+    # ------------------------------------------------------------------ judging
+    async def _judge_text(self, kind: ScorerKind, scorer: Backend, b: Baseline, text: str) -> Verdict:
+        try:
+            seg = await scorer.score(text, side=Side.PROMPT)
+        except BackendError as e:  # no logprobs, unreachable, busy: the fail mode decides
+            return unscorable("prompt", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
+        return judge(b, seg, side="prompt", scorer_kind=kind)
+
+    async def _judge_output(self, msgs: list[Message], gen: Generation) -> SideDecision:
+        rules: SideRules = self.policy.output  # type: ignore[assignment]
+        kind, scorer = self._judge_by["output"]
+        b = self.baselines["output"]
+        if not gen.output.text.strip():
+            v = unscorable("output", "empty output", scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
+        elif kind == "serving":
+            v = judge(b, gen.output, side="output", scorer_kind=kind)
+        else:
+            try:
+                seg = await scorer.score_reply([m.model_dump() for m in msgs], gen.output.text)  # type: ignore[attr-defined]
+            except (BackendError, InputError) as e:
+                v = unscorable("output", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
+            else:
+                v = judge(b, seg, side="output", scorer_kind=kind)
+        return decide_side("output", rules, [v])
+
+    def _remember(self, key: tuple[str, str, str], v: Verdict) -> None:
+        self._cache[key] = v
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _done(self, res: GuardResult, t0: float) -> GuardResult:
+        res.report.timings.total_ms = (self._clock() - t0) * 1e3
+        return res
+
+
+def _resolve(policy: Policy, side: str, rules: SideRules) -> Baseline:
+    try:
+        return resolve(rules.baseline, side)
+    except BaselineError as e:
+        raise ConfigError(f"{policy.where(side, 'baseline')}: {side}.baseline: {e}") from None
+
+
+def _messages(messages: Sequence[Message | Mapping[str, Any]]) -> list[Message]:
+    if not messages:
+        raise InputError("messages: at least one message is needed")
+    out = []
+    for i, m in enumerate(messages):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        try:
+            out.append(Message.model_validate(dict(m)))
+        except (ValidationError, TypeError, ValueError) as e:
+            detail = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            raise InputError(f"messages[{i}]: {detail}") from None
+    return out
+
+
+def _n_output(gen: Generation) -> int:
+    return len(gen.output.tokens)
+
+
+def _completion(report: GuardReport, cand: Candidate, action: str) -> dict[str, Any] | None:
+    from .completion import chat_completion
+
+    report.action = action  # type: ignore[assignment]
+    if cand.text is None:
+        return None
+    return chat_completion(report.request_id, cand.model, cand.text, cand.finish_reason or "stop", report.usage)

@@ -1,0 +1,118 @@
+"""The report every Guard decision lands in: one pydantic model shared by the library, the CLI and the proxy.
+
+Its JSON Schema is generated into docs/guard-report.schema.json (``python -m guardrail.guard.report``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from ..baselines.verdict import Verdict
+
+__all__ = ["Attempt", "GuardReport", "ReviewInfo", "Sampling", "Shadow", "SideDecision", "Timings", "Usage"]
+
+FinalAction = Literal["allow", "annotate", "reject", "review"]
+
+
+class SideDecision(BaseModel):
+    """One side's decision: the verdict of every text judged (each screened message on the prompt side), the
+    combined p-value (Bonferroni over the messages: the request-level false-alarm rate stays <= the tier's p),
+    the tier that fired and its action, and the fail mode used when something could not be judged."""
+
+    side: Literal["prompt", "output"]
+    action: str  # allow, annotate, regenerate (output), review, reject
+    reason: str
+    p_value: float | None = None  # combined
+    tail_p: float | None = None
+    tier: float | None = None  # the p of the tier that fired
+    top_signal: str | None = None
+    n_tests: int = 0  # texts combined (Bonferroni factor)
+    fail_mode: str | None = None  # "unscorable: open" / "missing_signal: closed" ... when one decided
+    missing: list[str] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(default_factory=list)
+    cached: int = 0  # verdicts served from the per-message cache
+
+
+class Sampling(BaseModel):
+    temperature: float
+    top_p: float
+    seed: int
+    max_tokens: int
+    system_note: str | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Attempt(BaseModel):
+    index: int
+    sampling: Sampling
+    action: str  # this attempt's own action
+    output: SideDecision | None = None
+    finish_reason: str | None = None
+    text: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    generate_ms: float = 0.0
+    score_ms: float = 0.0
+    error: str | None = None  # the backend failed on this attempt
+
+
+class Timings(BaseModel):
+    screen_ms: float = 0.0
+    generate_ms: float = 0.0
+    score_ms: float = 0.0
+    decide_ms: float = 0.0
+    review_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class Shadow(BaseModel):
+    would: str  # the action the policy would have taken
+
+
+class ReviewInfo(BaseModel):
+    id: str
+    mode: Literal["wait", "defer", "audit"]
+    status: Literal["pending", "approved", "denied", "timeout"]
+    side: Literal["prompt", "output"]
+
+
+class GuardReport(BaseModel):
+    request_id: str
+    policy: str
+    policy_hash: str
+    action: FinalAction
+    reason: str
+    prompt: SideDecision | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    regenerated: int = 0
+    budget_exhausted: str | None = None  # "tokens" / "seconds" when the ladder stopped for the budget
+    usage: Usage = Field(default_factory=Usage)  # all attempts
+    baselines: dict[str, str] = Field(default_factory=dict)  # side -> baseline id
+    scorers: dict[str, str] = Field(default_factory=dict)  # side -> "serving" | "embedded"
+    shadow: Shadow | None = None
+    review: ReviewInfo | None = None
+    timings: Timings = Field(default_factory=Timings)
+
+    def summary(self) -> str:
+        """One line for a log or a terminal."""
+        bits = [f"action={self.action}", self.reason]
+        if self.prompt is not None and self.prompt.p_value is not None:
+            bits.append(f"prompt p={self.prompt.p_value:.3g}")
+        if self.attempts and self.attempts[-1].output is not None and self.attempts[-1].output.p_value is not None:
+            bits.append(f"output p={self.attempts[-1].output.p_value:.3g}")
+        if self.regenerated:
+            bits.append(f"regenerated {self.regenerated}x")
+        return "; ".join(bits)
+
+
+if __name__ == "__main__":  # python -m guardrail.guard.report > docs/guard-report.schema.json
+    json.dump(GuardReport.model_json_schema(), sys.stdout, indent=1)
+    sys.stdout.write("\n")
