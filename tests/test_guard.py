@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from guard_helpers import benign, embedded_scorer, generation, gibberish_suffix, segment, word_salad
 
 from guardrail.backends.scripted import ScriptedBackend
 from guardrail.errors import InputError, UnscorableError
 from guardrail.guard import Guard, GuardRejectedError, InMemoryReviewQueue, SyncGuard, derive_seed, load_policy
 from guardrail.guard.policy import parse_policy
 from guardrail.types import Side
-
-from guard_helpers import benign, embedded_scorer, generation, gibberish_suffix, segment, word_salad
 
 USER = [{"role": "user", "content": "placeholder: the scripted scorer answers"}]
 
@@ -259,3 +258,23 @@ def test_sync_facade_and_reproducible_seeds():
             sync.chat(USER)
 
     run(inside())
+
+
+def test_baseline_refuses_another_scorer_side_or_entropy_kind():
+    from guardrail.backends.base import ScorerInfo
+    from guardrail.baselines.model import BaselineError
+    from guardrail.baselines.registry import resolve
+    from guardrail.baselines.verdict import judge
+    from guardrail.types import LogprobMode
+
+    b = resolve("general", "prompt")
+    other = ScorerInfo(backend="vllm", model="m", weights="w", tokenizer="t", logprob_mode=LogprobMode.RAW)
+    with pytest.raises(BaselineError, match="fitted for scorer"):
+        judge(b, segment([2.0] * 5, [2.0] * 5, scorer=other), side="prompt", scorer_kind="serving")
+    top5 = benign()
+    top5.entropy_k = 5
+    with pytest.raises(BaselineError, match=r"entropies over 49152 alternatives \(exact\); this text has entropies "
+                                            r"over 5 alternatives \(a top-k lower bound\)"):
+        judge(b, top5, side="prompt", scorer_kind="serving")
+    with pytest.raises(BaselineError, match="is for the prompt side"):
+        judge(b, benign(side=Side.OUTPUT), side="output", scorer_kind="serving")

@@ -4,12 +4,11 @@ line and field."""
 from __future__ import annotations
 
 import pytest
+from guard_helpers import embedded_scorer
 
 from guardrail.backends.scripted import ScriptedBackend
 from guardrail.errors import ConfigError
 from guardrail.guard import Guard, PolicyError, load_policy, parse_policy, shipped_policies
-
-from guard_helpers import embedded_scorer
 
 REQUIRED = {"default", "strict", "shadow", "prompt-screen", "agent-self-check"}
 
