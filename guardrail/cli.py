@@ -1,4 +1,5 @@
-"""Command line: ``guardrail score`` (one text) and ``guardrail batch`` (a JSONL file, cached).
+"""Command line: ``guardrail score`` (one text), ``guardrail batch`` (a JSONL file, cached), and the subcommands
+(baseline, eval, policy, screen, chat).
 
 Rules for every command: ``--json`` prints exactly one JSON document to stdout; errors print one line
 ``error: ...`` to stderr and exit non-zero (2 bad input/config, 3 model, 4 backend), never a traceback.
@@ -27,9 +28,13 @@ app = typer.Typer(
 def _register_subcommands() -> None:
     from .cli_baseline import app as baseline_app
     from .cli_eval import app as eval_app
+    from .cli_guard import chat, policy_app, screen
 
     app.add_typer(baseline_app, name="baseline")
     app.add_typer(eval_app, name="eval")
+    app.add_typer(policy_app, name="policy")
+    app.command()(screen)
+    app.command()(chat)
 
 
 _register_subcommands()

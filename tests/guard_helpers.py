@@ -7,7 +7,7 @@ import numpy as np
 
 from guardrail.backends.base import ScorerInfo
 from guardrail.baselines.registry import resolve
-from guardrail.types import Generation, LogprobMode, Segment, Side, Token
+from guardrail.types import Generation, Segment, Side, Token
 
 WORDS = ("the river runs past old mills and quiet farms where people grow apples pears plums beans corn wheat "
          "barley oats and keep bees goats sheep horses in fields near small towns with markets schools churches "
@@ -16,19 +16,7 @@ WORDS = ("the river runs past old mills and quiet farms where people grow apples
 
 def embedded_scorer() -> ScorerInfo:
     """A ScorerInfo whose id is the shipped baselines' scorer id."""
-    sid = resolve("general", "prompt").scorer_id
-    head, rest = sid.split("|tok=")
-    backend, mw = head.split(":", 1)
-    model, weights = mw.split("@")
-    tok, mode, opts = rest.split("|", 2)
-    settings = {}
-    for kv in opts.split(","):
-        k, v = kv.split("=")
-        settings[k] = int(v) if v.isdigit() else v
-    info = ScorerInfo(backend=backend, model=model, weights=weights, tokenizer=tok,
-                      logprob_mode=LogprobMode(mode.removeprefix("mode=")), settings=settings)
-    assert info.id == sid
-    return info
+    return ScorerInfo.from_id(resolve("general", "prompt").scorer_id)
 
 
 def segment(nll: list[float], ent: list[float], side: Side = Side.PROMPT, words: list[str] | None = None,

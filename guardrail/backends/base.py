@@ -46,6 +46,26 @@ class ScorerInfo(BaseModel):
             f"|tok={self.tokenizer}|mode={self.logprob_mode.value}|{opts}"
         )
 
+    @classmethod
+    def from_id(cls, sid: str) -> ScorerInfo:
+        """Parse an :attr:`id` back (settings as int where they are digits); ``from_id(x.id).id == x.id``."""
+        try:
+            head, rest = sid.split("|tok=", 1)
+            backend, mw = head.split(":", 1)
+            model, weights = mw.rsplit("@", 1)
+            tok, mode, opts = rest.split("|", 2)
+            settings: dict[str, str | int | float | bool] = {}
+            for kv in filter(None, opts.split(",")):
+                k, v = kv.split("=", 1)
+                settings[k] = int(v) if v.isdigit() else v
+            info = cls(backend=backend, model=model, weights=weights, tokenizer=tok,
+                       logprob_mode=LogprobMode(mode.removeprefix("mode=")), settings=settings)
+        except ValueError:
+            raise ValueError(f"not a scorer id: {sid!r}") from None
+        if info.id != sid:
+            raise ValueError(f"scorer id does not round-trip: {sid!r}")
+        return info
+
     def report(self) -> dict[str, object]:
         return {
             "id": self.id, "backend": self.backend, "model": self.model, "weights": self.weights,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .model import Baseline, BaselineError, load_baseline
 
-__all__ = ["resolve", "shipped", "shipped_dir"]
+__all__ = ["regimes", "resolve", "shipped", "shipped_dir"]
 
 
 def shipped_dir() -> Path:
@@ -37,3 +37,9 @@ def resolve(name: str, side: str = "text") -> Baseline:
                             f"{', '.join(sides)}: pass --side {sides[0]}")
     known = sorted({d for d, _ in table}) or ["(none shipped)"]
     raise BaselineError(f"no baseline {name!r} for side {side!r}; shipped domains: {', '.join(known)}")
+
+
+def regimes(name: str, side: str = "output") -> list[Baseline]:
+    """The sampling regimes fitted under ``name``: shipped files ``<name>~<regime>.<side>.json`` (output baselines
+    of a model's own generations, one per sampling setting recorded in ``unit``)."""
+    return [load_baseline(p) for (d, sd), p in shipped().items() if sd == side and d.startswith(f"{name}~")]

@@ -19,10 +19,11 @@ from pydantic import ValidationError
 
 from ..backends.base import Backend, GenerationRequest, Message
 from ..baselines.model import Baseline, BaselineError
-from ..baselines.registry import resolve
+from ..baselines.registry import regimes, resolve
 from ..baselines.verdict import ScorerKind, Verdict, judge, unscorable
+from ..cache import ScoreCache
 from ..errors import BackendError, ConfigError, InputError
-from ..types import Generation, Side
+from ..types import Generation, Segment, Side
 from .actions import ACTION_STRATEGIES, Candidate
 from .decide import decide_side, most_severe
 from .policy import Policy, SideRules, load_policy
@@ -30,7 +31,7 @@ from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
 from .result import GuardResult
 from .review import InMemoryReviewQueue, ReviewQueue
 
-__all__ = ["Guard", "derive_seed"]
+__all__ = ["Guard", "derive_seed", "resolve_baselines"]
 
 SideName = Literal["prompt", "output"]
 
@@ -44,24 +45,24 @@ class Guard:
     def __init__(
         self, policy: Policy, backend: Backend, *, scorer: Backend | None = None,
         baselines: Mapping[str, Baseline] | None = None, review_queue: ReviewQueue | None = None,
-        clock: Callable[[], float] = time.monotonic, cache_size: int = 4096,
+        clock: Callable[[], float] = time.monotonic, cache_size: int = 4096, score_cache: ScoreCache | None = None,
     ) -> None:
+        """``score_cache``: also keep prompt segments in this disk cache (off by default: it stores the text)."""
         self.policy, self.backend, self.scorer = policy, backend, scorer
         self.review_queue: ReviewQueue = review_queue or InMemoryReviewQueue()
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str, str], Verdict] = OrderedDict()
         self._cache_size = cache_size
-        self.baselines: dict[str, Baseline] = {}
+        self._score_cache = score_cache
         self._judge_by: dict[str, tuple[ScorerKind, Backend]] = {}
-        for side, rules in policy.sides().items():
-            b = (baselines or {}).get(side) or _resolve(policy, side, rules)
-            for i, tier in enumerate(rules.tiers):
-                try:
-                    b.check_tier(tier.p, tail=tier.tail, where=f"{policy.where(side, 'tiers', i, 'p')}: {side}.tiers.{i}.p")
-                except BaselineError as e:
-                    raise ConfigError(str(e)) from None
-            self.baselines[side] = b
+        self.baselines = resolve_baselines(policy, baselines)
+        for side, b in self.baselines.items():
             self._judge_by[side] = self._pick_scorer(side, b)
+        # output baselines of the serving model's own generations, one per sampling regime: the nearest is used
+        self.regimes: list[Baseline] = []
+        if "output" in self.baselines and baselines is None:
+            self.regimes = [b for b in regimes(policy.output.baseline) if b.scorer_id == backend.scorer.id]
+            _check_tiers(policy, "output", self.regimes)
 
     @classmethod
     def from_policy(cls, name_or_path: str | Policy, backend: Backend | None = None, *,
@@ -192,7 +193,8 @@ class Guard:
             for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 setattr(report.usage, k, getattr(report.usage, k) + getattr(usage, k))
             t = self._clock()
-            decision = await self._judge_output(req_msgs, gen) if "output" in self._judge_by else None
+            decision = (await self._judge_output(req_msgs, gen, sampling.temperature)
+                        if "output" in self._judge_by else None)
             score_ms = (self._clock() - t) * 1e3
             action = decision.action if decision is not None else "allow"
             report.attempts.append(Attempt(index=attempt, sampling=sampling, action=action, output=decision,
@@ -238,15 +240,38 @@ class Guard:
     # ------------------------------------------------------------------ judging
     async def _judge_text(self, kind: ScorerKind, scorer: Backend, b: Baseline, text: str) -> Verdict:
         try:
-            seg = await scorer.score(text, side=Side.PROMPT)
+            seg = await self._score_prompt(scorer, text)
         except BackendError as e:  # no logprobs, unreachable, busy: the fail mode decides
             return unscorable("prompt", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
         return judge(b, seg, side="prompt", scorer_kind=kind)
 
-    async def _judge_output(self, msgs: list[Message], gen: Generation) -> SideDecision:
+    async def _score_prompt(self, scorer: Backend, text: str) -> Segment:
+        if self._score_cache is None:
+            return await scorer.score(text, side=Side.PROMPT)
+        hit = self._score_cache.get_many(scorer.scorer.id, Side.PROMPT, [text]).get(text)
+        if hit is None:
+            hit = await scorer.score(text, side=Side.PROMPT)
+            self._score_cache.put_many([hit])
+        return hit
+
+    def _regime(self, seg: Segment, temperature: float) -> tuple[Baseline | None, dict[str, Any] | None]:
+        """The own-generation baseline of the nearest sampling regime, for the serving model's own output."""
+        fits = [b for b in self.regimes if b.scorer_id == seg.scorer_id and "temperature" in b.unit]
+        if not fits:
+            return None, None
+        b = min(fits, key=lambda b: (abs(float(b.unit["temperature"]) - temperature), float(b.unit["temperature"])))
+        t = float(b.unit["temperature"])
+        return b, {"baseline": b.id, "fitted_temperature": t, "requested_temperature": temperature,
+                   "distance": round(abs(t - temperature), 6)}
+
+    async def _judge_output(self, msgs: list[Message], gen: Generation, temperature: float) -> SideDecision:
         rules: SideRules = self.policy.output  # type: ignore[assignment]
         kind, scorer = self._judge_by["output"]
         b = self.baselines["output"]
+        regime = None
+        if kind == "serving":
+            b, regime = self._regime(gen.output, temperature)
+            b = b or self.baselines["output"]
         if not gen.output.text.strip():
             v = unscorable("output", "empty output", scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
         elif kind == "serving":
@@ -258,7 +283,9 @@ class Guard:
                 v = unscorable("output", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
             else:
                 v = judge(b, seg, side="output", scorer_kind=kind)
-        return decide_side("output", rules, [v])
+        d = decide_side("output", rules, [v])
+        d.regime = regime
+        return d
 
     def _remember(self, key: tuple[str, str, str], v: Verdict) -> None:
         self._cache[key] = v
@@ -270,11 +297,30 @@ class Guard:
         return res
 
 
-def _resolve(policy: Policy, side: str, rules: SideRules) -> Baseline:
-    try:
-        return resolve(rules.baseline, side)
-    except BaselineError as e:
-        raise ConfigError(f"{policy.where(side, 'baseline')}: {side}.baseline: {e}") from None
+def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = None) -> dict[str, Baseline]:
+    """The baseline of each enabled side (``given`` first, else by registered name), each tier checked against
+    its resolution; errors name the policy file and line."""
+    out = {}
+    for side, rules in policy.sides().items():
+        b = (given or {}).get(side)
+        if b is None:
+            try:
+                b = resolve(rules.baseline, side)
+            except BaselineError as e:
+                raise ConfigError(f"{policy.where(side, 'baseline')}: {side}.baseline: {e}") from None
+        _check_tiers(policy, side, [b])
+        out[side] = b
+    return out
+
+
+def _check_tiers(policy: Policy, side: str, baselines: Sequence[Baseline]) -> None:
+    rules = policy.sides()[side]
+    for b in baselines:
+        for i, tier in enumerate(rules.tiers):
+            try:
+                b.check_tier(tier.p, tail=tier.tail, where=f"{policy.where(side, 'tiers', i, 'p')}: {side}.tiers.{i}.p")
+            except BaselineError as e:
+                raise ConfigError(str(e)) from None
 
 
 def _messages(messages: Sequence[Message | Mapping[str, Any]]) -> list[Message]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -35,6 +35,9 @@ class SideDecision(BaseModel):
     missing: list[str] = Field(default_factory=list)
     verdicts: list[Verdict] = Field(default_factory=list)
     cached: int = 0  # verdicts served from the per-message cache
+    # output side, the serving model's own generation: the own-generation baseline of the nearest sampling regime
+    # ({"baseline", "fitted_temperature", "requested_temperature", "distance"}); None: the policy's baseline
+    regime: dict[str, Any] | None = None
 
 
 class Sampling(BaseModel):

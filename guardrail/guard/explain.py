@@ -1,0 +1,50 @@
+"""A policy in plain words (``guardrail policy check``)."""
+
+from __future__ import annotations
+
+from ..baselines.model import Baseline
+from .policy import Policy
+
+__all__ = ["explain"]
+
+
+def _tiers(rules, b: Baseline) -> str:
+    parts = [f"{t.action} when {'the tail statistic' if t.tail else 'p'} <= {t.p:g}" for t in rules.tiers]
+    return "; ".join(parts) + f" (baseline {b.id}, resolution {b.resolution:.2g})"
+
+
+def explain(policy: Policy, baselines: dict[str, Baseline]) -> list[str]:
+    lines = [f"policy {policy.name} ({policy.hash}): {policy.description or 'no description'}"]
+    if policy.shadow:
+        lines.append("SHADOW MODE: every request is allowed; the report says what the policy would have done.")
+    p, o = policy.prompt, policy.output
+    if "prompt" in baselines and p is not None:
+        lines.append(f"Prompt: each {'/'.join(p.roles)} message is scored on its own and the request's p-value is "
+                     f"Bonferroni over them. Tiers: {_tiers(p, baselines['prompt'])}.")
+        lines.append(f"  An unscorable prompt fails {p.unscorable}; a missing signal fails {p.missing_signal}"
+                     f"{' (its most severe tier: ' + p.most_severe + ')' if 'closed' in (p.unscorable, p.missing_signal) else ''}.")
+    else:
+        lines.append("Prompt: not checked.")
+    if "output" in baselines and o is not None:
+        lines.append(f"Output: the answer is judged by its baseline. Tiers: {_tiers(o, baselines['output'])}.")
+        lines.append(f"  An unscorable answer fails {o.unscorable}; a missing signal fails {o.missing_signal}.")
+        if any(t.action == "regenerate" for t in o.tiers):
+            r = policy.regenerate
+            rungs = ", ".join(
+                "{" + ", ".join(f"{k}={v!r}" for k, v in rung.model_dump(exclude_none=True).items()) + "}"
+                for rung in r.ladder)
+            lines.append(f"Regenerate: up to {r.max_attempts} retries, rungs {rungs} (the last repeats), seeds from "
+                         f"the request id and attempt; when they or the budget run out: {r.on_exhausted}.")
+    else:
+        lines.append("Output: not checked.")
+    b = policy.budget
+    lines.append(f"Budget per request, all attempts: {b.tokens if b.tokens else 'unlimited'} tokens, "
+                 f"{f'{b.seconds:g} s' if b.seconds else 'no time limit'}.")
+    lines.append(f"Reject: {'an OpenAI-style 400 error (code guardrail_rejected)' if policy.reject.style == 'error' else 'an assistant refusal (finish_reason content_filter)'}: "
+                 f"{policy.reject.message!r}.")
+    rv = policy.review
+    mode = {"wait": f"the caller waits up to {rv.timeout_s:g} s for a person, then {rv.on_timeout}",
+            "defer": "a held answer now (content_filter), a person decides later",
+            "audit": "the answer is delivered now and reviewed after"}[rv.mode]
+    lines.append(f"Review: {rv.mode}: {mode}.")
+    return lines
