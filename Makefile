@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: install
-	$(BIN)/python examples/score_demo.py
+	$(BIN)/python examples/guard_demo.py
 
 test: install vllm-env
 	GUARDRAIL_VLLM_PYTHON=$(CURDIR)/$(VBIN)/python GUARDRAIL_VLLM_MODEL_DIR=$(CURDIR)/$(VMODEL) \

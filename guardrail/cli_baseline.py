@@ -135,6 +135,29 @@ def fit(
         _fail(e)
 
 
+@app.command("list")
+def list_(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The registered (shipped) baselines by name and side: what a policy's ``baseline:`` may name."""
+    from .baselines.model import load_baseline
+    from .baselines.registry import shipped
+
+    try:
+        rows = []
+        for (name, side), path in shipped().items():
+            b = load_baseline(path)
+            rows.append({"name": name, "side": side, "id": b.id, "resolution": b.resolution, "unit": b.unit.get("kind"),
+                         **({"temperature": b.unit["temperature"]} if "temperature" in b.unit else {})})
+        if as_json:
+            typer.echo(json.dumps(rows))
+        else:
+            for r in rows:
+                extra = f" T={r['temperature']:g}" if "temperature" in r else ""
+                typer.echo(f"{r['name']:<22} {r['side']:<7} {r['id']}  resolution {r['resolution']:.2g}  "
+                           f"{r['unit']}{extra}")
+    except GuardrailError as e:
+        _fail(e)
+
+
 @app.command()
 def show(
     baseline: Annotated[str, typer.Argument(help="baseline file, or a shipped domain id (e.g. code_python)")],

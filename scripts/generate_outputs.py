@@ -8,7 +8,8 @@ are kept), from the chat-prompt sources of data/prompts (the Debian and code sou
 Seeds are derived from the prompt.  Loops (an n-gram of >= 3 tokens repeated >= 4 times in the last 100
 tokens) are labelled, so that fitting can keep them out.
 
-    python scripts/generate_outputs.py --temperatures 0,0.7 --per-temperature 280 --max-tokens 80
+    python scripts/generate_outputs.py --temperatures 0,0.7 --per-temperature 150 --max-tokens 80
+    python scripts/generate_outputs.py --temperatures 0,0.7 --per-temperature 60 --max-tokens 80 --split test
 """
 
 from __future__ import annotations
@@ -28,15 +29,20 @@ from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from guardrail.baselines.corpus import read_records  # noqa: E402
 from guardrail.baselines.features import features, token_keys  # noqa: E402
 from guardrail.baselines.fit import DEFAULT_WIDTHS  # noqa: E402
-from guardrail.baselines.splits import first_by_group, group_hash  # noqa: E402
+from guardrail.baselines.splits import first_by_group, group_hash, split_of  # noqa: E402
 from guardrail.loops import has_loop  # noqa: E402
 
 CHAT_SOURCES = ("alpacaeval", "alpaca_inputs", "self_instruct", "certified_safe", "banking77", "sgd_customer")
 
 
-def prompts(n: int) -> list[str]:
+def prompts(n: int, split: str | None = None) -> list[str]:
+    """The first ``n`` chat prompts in the order of the split hash (all of them land in the fitting splits:
+    the lowest hashes), or, with ``split``, the first ``n`` of that split in an order salted apart."""
     recs = [r for s in CHAT_SOURCES for r in read_records(ROOT / "data" / "prompts" / f"{s}.jsonl", "prompt", "group")]
-    return [recs[i].text for i in first_by_group([r.text for r in recs], n)]
+    if split is None:
+        return [recs[i].text for i in first_by_group([r.text for r in recs], n)]
+    texts = sorted({r.text for r in recs if split_of(r.text) == split}, key=lambda t: group_hash("order\x00" + t))
+    return texts[:n]
 
 
 def seed_of(prompt: str) -> int:
@@ -50,6 +56,8 @@ async def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=80)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--split", choices=["train", "calib", "test"], default=None,
+                    help="take the prompts from this split (the held-back test split for realised rates)")
     args = ap.parse_args()
     backend = LlamaCppBackend(None, n_threads=args.threads)
     out = args.out or ROOT / "eval" / "generations" / f"{backend.scorer.model}.jsonl"
@@ -59,7 +67,7 @@ async def main() -> None:
         for line in out.read_text(encoding="utf-8").splitlines():
             d = json.loads(line)
             done.add((d["prompt"], d["temperature"], d["seed"], d["max_tokens"]))
-    ps = prompts(args.per_temperature)
+    ps = prompts(args.per_temperature, args.split)
     with out.open("a", encoding="utf-8") as f:
         for t in (float(x) for x in args.temperatures.split(",")):
             t0, n_new, n_tok = time.time(), 0, 0

@@ -278,3 +278,14 @@ def test_baseline_refuses_another_scorer_side_or_entropy_kind():
         judge(b, top5, side="prompt", scorer_kind="serving")
     with pytest.raises(BaselineError, match="is for the prompt side"):
         judge(b, benign(side=Side.OUTPUT), side="output", scorer_kind="serving")
+
+
+def test_report_schema_in_docs_is_current():
+    import json
+    from pathlib import Path
+
+    from guardrail.guard import GuardReport
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "guard-report.schema.json"
+    assert json.loads(doc.read_text()) == GuardReport.model_json_schema(), (
+        "regenerate: python -m guardrail.guard.report > docs/guard-report.schema.json")

@@ -1,0 +1,88 @@
+"""The Guard on the real embedded model (SmolLM2-135M via llama.cpp) with the shipped policies and baselines,
+and the guard commands of the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from guardrail.guard import Guard, load_policy
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def guard(backend):
+    return Guard(load_policy("default"), backend, scorer=backend)
+
+
+def test_gcg_suffix_rejected_and_benign_prompt_passes(guard, gcg_records, benign_records):
+    res = asyncio.run(guard.chat([{"role": "user", "content": gcg_records[0]["prompt"]}], max_tokens=16))
+    r = res.report
+    assert r.action == "reject" and res.status == 400 and r.attempts == []
+    assert r.prompt.p_value <= 0.001 and r.prompt.top_signal == "excess_cusum"
+    (span,) = r.prompt.verdicts[0].spans
+    prompt = gcg_records[0]["prompt"]
+    suffix = gcg_records[0]["adv_suffix"]
+    assert span.message == 0 and prompt[span.start:span.end] == span.text
+    # the span covers most of the optimised suffix, and little of the plain request before it
+    s0 = prompt.index(suffix)
+    overlap = max(0, min(span.end, s0 + len(suffix)) - max(span.start, s0))
+    assert overlap >= 0.6 * len(suffix) and overlap >= 0.8 * (span.end - span.start)
+
+    benign = benign_records[0]["prompt"]
+    res = asyncio.run(guard.chat([{"role": "user", "content": benign}], max_tokens=24, request_id="b1"))
+    r = res.report
+    assert r.prompt.action == "allow" and r.prompt.p_value > 0.01
+    assert len(r.attempts) >= 1 and res.content and r.attempts[0].usage.completion_tokens > 0
+    assert r.scorers == {"prompt": "serving", "output": "serving"}
+
+
+def test_regime_baseline_is_the_nearest_temperature(guard):
+    if not guard.regimes:
+        pytest.fail("no own-generation output baselines are shipped (general~t*.output.json)")
+    res = asyncio.run(guard.chat([{"role": "user", "content": "Name a color."}], max_tokens=12, temperature=0.0))
+    reg = res.report.attempts[0].output.regime
+    assert reg is not None and reg["requested_temperature"] == 0.0
+    assert reg["distance"] == min(abs(float(b.unit["temperature"])) for b in guard.regimes)
+    assert res.report.attempts[0].output.verdicts[0].baseline == reg["baseline"]
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "guardrail.cli", *args], capture_output=True, text=True,
+                          input=stdin, timeout=600)
+
+
+def test_cli_screen_file_and_chat_json(tmp_path, gcg_records, benign_records):
+    data = tmp_path / "p.jsonl"
+    rows = [{"prompt": gcg_records[1]["prompt"]}, {"prompt": benign_records[1]["prompt"]}, {"prompt": ""}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = _cli("screen", "--data", str(data), "--json", "--no-cache")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    a, b, c = doc["results"]
+    assert a["action"] == "reject" and a["spans"] and a["p_value"] <= 0.001
+    assert b["action"] == "allow" and b["p_value"] > 0.01
+    assert c["action"] is None and c["error"] == "empty text"
+    assert doc["summary"]["n"] == 3 and doc["summary"]["actions"] == {"reject": 1, "allow": 1}
+
+    p = _cli("chat", "--json", "--max-tokens", "12", "Say hello.")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert set(doc) >= {"completion", "guardrail"}
+    assert doc["guardrail"]["policy"] == "default" and doc["guardrail"]["action"] in ("allow", "annotate")
+    assert doc["completion"]["object"] == "chat.completion"
+
+
+def test_cli_policy_check_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprompt:\n  tiers:\n    - {p: 0.01, action: nope}\n")
+    p = _cli("policy", "check", str(bad))
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.startswith(f"error: {bad}:4: prompt.tiers.0.action") and p.stderr.count("\n") == 1
+    p = _cli("policy", "check", "strict", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["ok"] is True
