@@ -86,3 +86,15 @@ def test_cli_policy_check_errors_are_one_line(tmp_path):
     assert p.stderr.startswith(f"error: {bad}:4: prompt.tiers.0.action") and p.stderr.count("\n") == 1
     p = _cli("policy", "check", "strict", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)["ok"] is True
+
+
+def test_degenerate_generation_is_regenerated_and_the_retry_passes(guard):
+    res = asyncio.run(guard.chat([{"role": "user", "content": "Write a short poem about the sea."}],
+                                 max_tokens=48, temperature=1.9, request_id="test-degenerate"))
+    r = res.report
+    first = r.attempts[0]
+    assert first.sampling.temperature == 1.9 and first.action == "regenerate"
+    assert first.output.p_value <= 0.01 and first.output.regime["fitted_temperature"] == 0.7
+    assert r.regenerated >= 1 and r.attempts[1].sampling.temperature == 0.7
+    assert r.action in ("allow", "annotate") and res.content == r.attempts[-1].text
+    assert "regeneration" in r.reason

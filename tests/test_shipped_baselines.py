@@ -163,3 +163,21 @@ def test_resolve_names_the_sides_a_domain_is_shipped_for():
         resolve("general", "text")
     with pytest.raises(BaselineError, match=r"shipped domains: code_python, general, general_chat"):
         resolve("klingon", "text")
+
+
+def test_own_generation_output_baselines_per_sampling_regime():
+    """Output baselines of the embedded model's own answers (greedy and T = 0.7), loops kept out; the realised
+    rate on held-back prompts' generations is recorded (eval/generations/fit.json)."""
+    from pathlib import Path
+
+    from guardrail.baselines.registry import regimes
+
+    fit = json.loads((Path(__file__).resolve().parents[1] / "eval" / "generations" / "fit.json").read_text())
+    bs = {b.unit["temperature"]: b for b in regimes("general")}
+    assert set(bs) == {0.0, 0.7}
+    for t, b in bs.items():
+        res = fit["regimes"][f"{t:g}"]
+        assert res["baseline"] == b.id and b.unit["kind"] == "generation" and b.side == "output"
+        assert b.scorer_id == resolve("general", "prompt").scorer_id and b.entropy_k == 49152
+        for r in res["test"]:
+            assert r["n"] >= 40 and within(r), (t, r)

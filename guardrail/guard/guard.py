@@ -126,8 +126,9 @@ class Guard:
         final = most_severe(prompt_action if prompt_action in ("allow", "annotate") else "allow", out_action)
         if final == "regenerate":  # only in shadow mode: the ladder did not run
             final = pol.regenerate.on_exhausted
-        if out_action != "allow" or not report.reason:
-            report.reason = out_reason
+        if out_action != "allow" or report.regenerated or not report.reason:
+            report.reason = out_reason + (f" (after {report.regenerated} regeneration"
+                                          f"{'s' if report.regenerated > 1 else ''})" if report.regenerated else "")
         if pol.shadow:
             report.shadow = Shadow(would=would)
             report.reason = f"shadow: would {would} ({report.reason})" if would != "allow" else "shadow: allow"
