@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 GCG = HERE.parent / "tests" / "data" / "attacks_gcg_sample.jsonl"
 
 
-def show(title: str, res) -> None:  # noqa: ANN001
+def show(title: str, res) -> None:
     r = res.report
     print(f"\n== {title}")
     print(f"   action: {r.action} -- {r.reason}")

@@ -21,6 +21,7 @@ USER = [{"role": "user", "content": "placeholder: the scripted scorer answers"}]
 def make(policy="default", script=(), **kw) -> tuple[Guard, ScriptedBackend]:
     backend = ScriptedBackend(script, scorer=embedded_scorer())
     pol = parse_policy(policy, "test.yaml") if "\n" in policy else load_policy(policy)
+    kw.setdefault("output_regimes", [])  # the synthetic outputs are judged by the policy's own output baseline
     return Guard(pol, backend, **kw), backend
 
 
@@ -245,6 +246,18 @@ def test_bad_messages_are_input_errors():
         run(guard.chat([]))
     with pytest.raises(InputError, match=r"messages\[0\]"):
         run(guard.chat([{"role": "wizard", "content": "x"}]))
+
+
+def test_nearest_regime_baseline_judges_the_serving_models_own_output():
+    from guardrail.baselines.registry import regimes
+
+    shipped = regimes("general")
+    guard, _ = make("default", [benign(), generation(benign(60, seed=3))], output_regimes=shipped)
+    r = run(guard.chat(USER, temperature=0.5)).report
+    reg = r.attempts[0].output.regime
+    assert reg["fitted_temperature"] == 0.7 and reg["requested_temperature"] == 0.5 and reg["distance"] == 0.2
+    assert r.attempts[0].output.verdicts[0].baseline == reg["baseline"] == next(
+        b.id for b in shipped if b.unit["temperature"] == 0.7)
 
 
 def test_sync_facade_and_reproducible_seeds():

@@ -46,8 +46,11 @@ class Guard:
         self, policy: Policy, backend: Backend, *, scorer: Backend | None = None,
         baselines: Mapping[str, Baseline] | None = None, review_queue: ReviewQueue | None = None,
         clock: Callable[[], float] = time.monotonic, cache_size: int = 4096, score_cache: ScoreCache | None = None,
+        output_regimes: Sequence[Baseline] | None = None,
     ) -> None:
-        """``score_cache``: also keep prompt segments in this disk cache (off by default: it stores the text)."""
+        """``score_cache``: also keep prompt segments in this disk cache (off by default: it stores the text).
+        ``output_regimes``: own-generation output baselines per sampling regime (default: the shipped
+        ``<name>~*`` ones of the output baseline's name; ``[]``: none, always the policy's baseline)."""
         self.policy, self.backend, self.scorer = policy, backend, scorer
         self.review_queue: ReviewQueue = review_queue or InMemoryReviewQueue()
         self._clock = clock
@@ -60,8 +63,9 @@ class Guard:
             self._judge_by[side] = self._pick_scorer(side, b)
         # output baselines of the serving model's own generations, one per sampling regime: the nearest is used
         self.regimes: list[Baseline] = []
-        if "output" in self.baselines and baselines is None:
-            self.regimes = [b for b in regimes(policy.output.baseline) if b.scorer_id == backend.scorer.id]
+        if "output" in self.baselines:
+            found = regimes(policy.output.baseline) if output_regimes is None else list(output_regimes)
+            self.regimes = [b for b in found if b.scorer_id == backend.scorer.id]
             _check_tiers(policy, "output", self.regimes)
 
     @classmethod
