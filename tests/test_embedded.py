@@ -84,8 +84,8 @@ def test_generation_end_of_turn_is_special_and_offsets_spell_the_text(backend):
     msgs = [{"role": "user", "content": "Say hello."}]
     gen = run(backend.generate(GenerationRequest(messages=msgs, max_tokens=30, temperature=0, score_prompt=True)))
     toks = gen.output.tokens
-    if gen.finish_reason == "stop":
-        assert Flag.SPECIAL in toks[-1].flags and toks[-1].start == toks[-1].end == len(gen.output.text)
+    assert gen.finish_reason == "stop", gen.output.text  # greedy SmolLM2 greets in a few tokens and ends its turn
+    assert Flag.SPECIAL in toks[-1].flags and toks[-1].start == toks[-1].end == len(gen.output.text)
     content = [t for t in toks if Flag.SPECIAL not in t.flags]
     assert "".join(gen.output.text[t.start : t.end] for t in content) == gen.output.text
     # the prompt segment: template tokens flagged special, user content scored

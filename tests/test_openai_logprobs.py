@@ -157,11 +157,17 @@ def test_adversarial_suffix_raises_the_user_text_nll():
         start = seg.text.index(USER)
         end = seg.text.index("<|im_end|>", start)
         adv_text = seg.text[start:end]
-    a = score_segment(prompt_segment(adv["prompt_logprobs"], ORIGIN, contents=[adv_text]), widths=(8,))
+    seg_a = prompt_segment(adv["prompt_logprobs"], ORIGIN, contents=[adv_text])
+    a = score_segment(seg_a, widths=(8,))
     p = score_segment(prompt_segment(plain["prompt_logprobs"], ORIGIN, contents=[USER]), widths=(8,))
     assert a.whole.n_special == p.whole.n_special  # same template around both
     assert a.max_window.nll > p.max_window.nll + 2.0
-    assert a.max_window.start >= len(USER) - 1  # the top window lies in the suffix
+    # the top window lies in the suffix: after the plain question, inside the user message (offsets are into the
+    # rendered prompt, whose template text comes first)
+    assert adv_text.startswith(USER) and len(adv_text) > len(USER) + 8
+    u0 = seg_a.text.index(adv_text)
+    assert u0 > 0  # the template's system prompt precedes it: comparing with len(USER) alone could not fail
+    assert u0 + len(USER) - 1 <= a.max_window.start < a.max_window.end <= u0 + len(adv_text)
 
 
 def test_prompt_content_missing_or_no_prompt_logprobs():
