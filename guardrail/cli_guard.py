@@ -14,17 +14,13 @@ from typing import Annotated
 
 import typer
 
+from .cli_baseline import _fail
 from .errors import ConfigError, GuardrailError, InputError
 
 policy_app = typer.Typer(no_args_is_help=True, help="Validate and explain policies.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document to stdout")]
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="GGUF file (default: the embedded SmolLM2)")]
-
-
-def _fail(e: GuardrailError) -> None:
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(e.exit_code)
 
 
 @policy_app.command("check")
@@ -97,6 +93,7 @@ def screen(
     from .cache import ScoreCache, default_cache_path
     from .cli_baseline import _progress
     from .guard.guard import Guard
+    from .types import Side
 
     try:
         if (text is None) == (data is None):
@@ -111,11 +108,11 @@ def screen(
         guard = Guard(pol, backend, scorer=backend, score_cache=cache)
         with _progress() as bar:
             task = bar.add_task("screening", total=len(texts))
-            if cache is not None and len(texts) > 1:  # score in packed batches first; the Guard reads the cache
-                asyncio.run(score_texts(backend, [t for t in texts if t.strip()], side=_prompt_side(), cache=cache,
-                                        errors="skip"))
 
             async def go():
+                if cache is not None and len(texts) > 1:  # score in packed batches first; the Guard reads the cache
+                    await score_texts(backend, [t for t in texts if t.strip()], side=Side.PROMPT, cache=cache,
+                                      errors="skip")
                 out = []
                 for t in texts:
                     out.append(await guard.screen_messages([{"role": "user", "content": t}]) if t.strip() else None)
@@ -147,12 +144,6 @@ def screen(
         backend.close()
     except GuardrailError as e:
         _fail(e)
-
-
-def _prompt_side():
-    from .types import Side
-
-    return Side.PROMPT
 
 
 def chat(

@@ -62,7 +62,6 @@ def main() -> None:
             corpus={"files": [path.name], "sha256": files_sha256([path]), "n_records": len(rs),
                     "n_loops_excluded": len(loops)}, max_buckets=2,
         )
-        b.entropy_k = 49152 if b.entropy_k is None else b.entropy_k
         out = OUT / f"general~{regime_name(t)}.output.json"
         save_baseline(b, out)
         loop_flags = {a: sum(b.assess(r["features"], a).flag for r in loops) for a in alphas}

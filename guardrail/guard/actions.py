@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .review import ReviewQueue
 
-__all__ = ["ACTION_STRATEGIES", "ActionStrategy", "Candidate"]
+__all__ = ["ACTION_STRATEGIES", "ActionStrategy", "Candidate", "deliver"]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ActionStrategy(Protocol):
                     queue: ReviewQueue) -> GuardResult | None: ...
 
 
-def _deliver(report: GuardReport, cand: Candidate, action: str) -> GuardResult:
+def deliver(report: GuardReport, cand: Candidate, action: str) -> GuardResult:
     report.action = action  # type: ignore[assignment]
     if cand.text is None:  # prompt-side decision before any generation: nothing to deliver yet
         return GuardResult(completion=None, report=report)
@@ -50,7 +50,7 @@ class Allow:
         self.name = "annotate" if annotate else "allow"
 
     async def apply(self, report, cand, side, policy, queue):
-        return _deliver(report, cand, self.name)
+        return deliver(report, cand, self.name)
 
 
 class Reject:
@@ -76,7 +76,7 @@ class Review:
                                             report=report.model_dump(mode="json")))
         report.review = ReviewInfo(id=rid, mode=rules.mode, status="pending", side=side)  # type: ignore[arg-type]
         if rules.mode == "audit":
-            res = _deliver(report, cand, "review")
+            res = deliver(report, cand, "review")
             return res if cand.text is not None else None  # a prompt under audit goes on to generate
         if rules.mode == "defer":
             comp = chat_completion(report.request_id, cand.model, rules.message, "content_filter", report.usage)
@@ -96,7 +96,7 @@ class Review:
         report.reason += "; review approved"
         if cand.text is None:
             return None
-        return _deliver(report, cand, "review")
+        return deliver(report, cand, "review")
 
 
 ACTION_STRATEGIES: dict[str, ActionStrategy] = {

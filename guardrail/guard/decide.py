@@ -35,9 +35,9 @@ def decide_side(side: Literal["prompt", "output"], rules: SideRules, verdicts: S
                                 fail_mode="unscorable: open", **base)
     missing = sorted({m for v in verdicts for m in v.missing})
     m = len(verdicts)
-    top = min(verdicts, key=lambda v: v.p_value if v.p_value is not None else 1.0)
-    p = min(1.0, m * min(v.p_value or 1.0 for v in verdicts))
-    tail = min(1.0, m * min(v.tail_p or 1.0 for v in verdicts))
+    top = min(verdicts, key=lambda v: v.p_value)  # scorable verdicts: each has its p-values
+    p = min(1.0, m * top.p_value)
+    tail = min(1.0, m * min(v.tail_p for v in verdicts))
     fields = dict(p_value=p, tail_p=tail, top_signal=top.top_signal, missing=missing, **base)
     if missing and rules.missing_signal == "closed":
         return SideDecision(action=rules.most_severe, reason=f"{side}: signals missing ({', '.join(missing)}); "

@@ -24,7 +24,7 @@ from ..baselines.verdict import ScorerKind, Verdict, judge, unscorable
 from ..cache import ScoreCache
 from ..errors import BackendError, ConfigError, InputError
 from ..types import Generation, Segment, Side
-from .actions import ACTION_STRATEGIES, Candidate
+from .actions import ACTION_STRATEGIES, Candidate, deliver
 from .decide import decide_side, most_severe
 from .policy import Policy, SideRules, load_policy
 from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
@@ -65,7 +65,7 @@ class Guard:
         self.regimes: list[Baseline] = []
         if "output" in self.baselines:
             found = regimes(policy.output.baseline) if output_regimes is None else list(output_regimes)
-            self.regimes = [b for b in found if b.scorer_id == backend.scorer.id]
+            self.regimes = [b for b in found if b.scorer_id == backend.scorer.id and "temperature" in b.unit]
             _check_tiers(policy, "output", self.regimes)
 
     @classmethod
@@ -141,7 +141,7 @@ class Guard:
             final = "review" if report.review.mode == "audit" else final
         report.timings.decide_ms = (self._clock() - t) * 1e3
         if report.review is not None and final == "review":
-            return self._done(GuardResult(completion=_completion(report, cand, "review"), report=report), t0)
+            return self._done(deliver(report, cand, "review"), t0)
         res = await ACTION_STRATEGIES[final].apply(report, cand, "output", pol, self.review_queue)
         assert res is not None
         return self._done(res, t0)
@@ -259,12 +259,11 @@ class Guard:
             self._score_cache.put_many([hit])
         return hit
 
-    def _regime(self, seg: Segment, temperature: float) -> tuple[Baseline | None, dict[str, Any] | None]:
+    def _regime(self, temperature: float) -> tuple[Baseline | None, dict[str, Any] | None]:
         """The own-generation baseline of the nearest sampling regime, for the serving model's own output."""
-        fits = [b for b in self.regimes if b.scorer_id == seg.scorer_id and "temperature" in b.unit]
-        if not fits:
+        if not self.regimes:
             return None, None
-        b = min(fits, key=lambda b: (abs(float(b.unit["temperature"]) - temperature), float(b.unit["temperature"])))
+        b = min(self.regimes, key=lambda b: (abs(float(b.unit["temperature"]) - temperature), float(b.unit["temperature"])))
         t = float(b.unit["temperature"])
         return b, {"baseline": b.id, "fitted_temperature": t, "requested_temperature": temperature,
                    "distance": round(abs(t - temperature), 6)}
@@ -275,7 +274,7 @@ class Guard:
         b = self.baselines["output"]
         regime = None
         if kind == "serving":
-            b, regime = self._regime(gen.output, temperature)
+            b, regime = self._regime(temperature)
             b = b or self.baselines["output"]
         if not gen.output.text.strip():
             v = unscorable("output", "empty output", scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
@@ -347,11 +346,3 @@ def _messages(messages: Sequence[Message | Mapping[str, Any]]) -> list[Message]:
 def _n_output(gen: Generation) -> int:
     return len(gen.output.tokens)
 
-
-def _completion(report: GuardReport, cand: Candidate, action: str) -> dict[str, Any] | None:
-    from .completion import chat_completion
-
-    report.action = action  # type: ignore[assignment]
-    if cand.text is None:
-        return None
-    return chat_completion(report.request_id, cand.model, cand.text, cand.finish_reason or "stop", report.usage)
