@@ -162,10 +162,7 @@ def chat(
     from .guard.policy import load_policy
 
     try:
-        pol = load_policy(policy)
-        if domain is not None:
-            pol = pol.model_copy(update={s: getattr(pol, s).model_copy(update={"baseline": domain})
-                                         for s in pol.sides()})
+        pol = load_policy(policy).with_baseline(domain)
         backend = LlamaCppBackend(model)
         guard = Guard(pol, backend, scorer=backend)
         res = asyncio.run(guard.chat([{"role": "user", "content": prompt}], max_tokens=max_tokens,

@@ -1,4 +1,4 @@
-"""Print the README's calibration tables from guardrail/data/baselines/results.json (made by make baselines)."""
+"""Print the calibration tables of docs/baselines.md from guardrail/data/baselines/results.json (made by make baselines)."""
 
 import json
 from pathlib import Path

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's evaluation figures on the development set: `make eval`.  Every command here is the one the
-# README shows next to its figures.  DATA defaults to ../shared/data; results go to eval/ (JSON + PNG).
+# The evaluation figures of docs/evaluation.md on the development set: `make eval`.  Every command here is the
+# one docs/evaluation.md shows next to its figures.  DATA defaults to ../shared/data; results go to eval/ (JSON + PNG).
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 P=$DATA/prompts

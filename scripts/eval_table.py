@@ -1,4 +1,4 @@
-"""Print the README's evaluation tables from the JSON documents `make eval` writes into eval/."""
+"""Print the evaluation tables of docs/evaluation.md from the JSON documents `make eval` writes into eval/."""
 
 import json
 import sys

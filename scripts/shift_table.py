@@ -1,4 +1,4 @@
-"""Markdown tables of eval/shift/results.json (scripts/prompt_shift.py) for docs/prompt-screening.md and the README."""
+"""Markdown tables of eval/shift/results.json (scripts/prompt_shift.py) for docs/prompt-screening.md."""
 
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from .result import GuardResult
 from .review import ReviewItem
 
 if TYPE_CHECKING:
+    from ..types import Generation
     from .policy import Policy
     from .review import ReviewQueue
 
@@ -30,6 +31,7 @@ class Candidate:
     model: str
     text: str | None
     finish_reason: str | None
+    generation: Generation | None = None  # the attempt behind ``text`` (its tokens and logprobs)
 
 
 class ActionStrategy(Protocol):
@@ -42,7 +44,7 @@ def deliver(report: GuardReport, cand: Candidate, action: str) -> GuardResult:
     if cand.text is None:  # prompt-side decision before any generation: nothing to deliver yet
         return GuardResult(completion=None, report=report)
     comp = chat_completion(report.request_id, cand.model, cand.text, cand.finish_reason or "stop", report.usage)
-    return GuardResult(completion=comp, report=report)
+    return GuardResult(completion=comp, report=report, generation=cand.generation)
 
 
 class Allow:

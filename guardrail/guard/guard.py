@@ -101,9 +101,11 @@ class Guard:
     async def chat(
         self, messages: Sequence[Message | Mapping[str, Any]], *, model: str | None = None, max_tokens: int = 256,
         temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | str = (),
-        request_id: str | None = None,
+        request_id: str | None = None, top_logprobs: int = 0,
     ) -> GuardResult:
-        """One guarded chat completion: the completion (or None, or a held/refusal one) and the report."""
+        """One guarded chat completion: the completion (or None, or a held/refusal one) and the report.
+        ``top_logprobs``: alternatives per output token to ask the backend for (the delivered generation is on
+        the result)."""
         t0 = self._clock()
         msgs = _messages(messages)
         rid = request_id or uuid.uuid4().hex[:24]
@@ -123,8 +125,9 @@ class Guard:
                 res = await ACTION_STRATEGIES[prompt_action].apply(report, cand, "prompt", pol, self.review_queue)
                 if res is not None:
                     return self._done(res, t0)
-        out_action, out_reason = await self._ladder(msgs, report, cand, rid, max_tokens=max_tokens, temperature=temperature,
-                                        top_p=top_p, seed=seed, stop=[stop] if isinstance(stop, str) else list(stop))
+        out_action, out_reason = await self._ladder(
+            msgs, report, cand, rid, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            stop=[stop] if isinstance(stop, str) else list(stop), top_logprobs=top_logprobs)
         t = self._clock()
         would = most_severe(would, out_action)
         final = most_severe(prompt_action if prompt_action in ("allow", "annotate") else "allow", out_action)
@@ -181,7 +184,8 @@ class Guard:
 
     # ------------------------------------------------------------------ the ladder
     async def _ladder(self, msgs: list[Message], report: GuardReport, cand: Candidate, rid: str, *, max_tokens: int,
-                      temperature: float, top_p: float, seed: int | None, stop: list[str]) -> tuple[str, str]:
+                      temperature: float, top_p: float, seed: int | None, stop: list[str],
+                      top_logprobs: int = 0) -> tuple[str, str]:
         pol, t0 = self.policy, self._clock()
         attempt = 0
         while True:
@@ -189,7 +193,8 @@ class Guard:
             req_msgs = msgs if sampling.system_note is None else [Message(role="system", content=sampling.system_note),
                                                                    *msgs]
             req = GenerationRequest(messages=req_msgs, max_tokens=max_tokens, temperature=sampling.temperature,
-                                    top_p=sampling.top_p, seed=sampling.seed, stop=stop, top_logprobs=0)
+                                    top_p=sampling.top_p, seed=sampling.seed, stop=stop,
+                                    top_logprobs=top_logprobs)
             t = self._clock()
             gen = await self.backend.generate(req)
             gen_ms = (self._clock() - t) * 1e3
@@ -207,7 +212,7 @@ class Guard:
                                            generate_ms=gen_ms, score_ms=score_ms))
             report.timings.generate_ms += gen_ms
             report.timings.score_ms += score_ms
-            cand.text, cand.finish_reason = gen.output.text, gen.finish_reason
+            cand.text, cand.finish_reason, cand.generation = gen.output.text, gen.finish_reason, gen
             reason = decision.reason if decision is not None else "output not checked"
             if action != "regenerate" or pol.shadow:
                 return action, reason

@@ -18,10 +18,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..yamlconf import parse_yaml_model
 
 __all__ = [
     "ACTIONS", "SEVERITY", "Action", "Budget", "Policy", "PolicyError", "RegenerateRules", "RejectRules",
@@ -159,46 +159,18 @@ class Policy(_Strict):
     def sides(self) -> dict[str, SideRules]:
         return {name: s for name, s in (("prompt", self.prompt), ("output", self.output)) if s is not None and s.enabled}
 
-
-def _line_map(node: yaml.Node, path: tuple[Any, ...] = (), out: dict | None = None) -> dict[tuple[Any, ...], int]:
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            out[(*path, k.value)] = k.start_mark.line + 1
-            _line_map(v, (*path, k.value), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out[(*path, i)] = v.start_mark.line + 1
-            _line_map(v, (*path, i), out)
-    return out
+    def with_baseline(self, name: str | None) -> Policy:
+        """The same policy judging every side by the baseline ``name`` (a domain); ``None``: unchanged."""
+        if name is None:
+            return self
+        out = self.model_copy(update={s: r.model_copy(update={"baseline": name}) for s, r in self.sides().items()})
+        out._source, out._lines = self._source, self._lines
+        return out
 
 
 def parse_policy(text: str, source: str = "<memory>") -> Policy:
     """Validate a policy document; errors name ``source``, the line and the field."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise PolicyError(f"{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
-    lines = _line_map(node) if node is not None else {}
-    if not isinstance(data, dict):
-        raise PolicyError(f"{source}: a policy is a YAML mapping (name, prompt, output, ...)")
-    try:
-        pol = Policy.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-        line = next((lines[loc[:k]] for k in range(len(loc), -1, -1) if loc[:k] in lines), None)
-        field = ".".join(str(x) for x in loc) or "(policy)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "literal_error":
-            msg = f"{msg} (got {err.get('input')!r})"
-        raise PolicyError(f"{source}{f':{line}' if line else ''}: {field}: {msg}") from None
+    pol, lines = parse_yaml_model(text, source, Policy, what="a policy", error=PolicyError)
     pol._source, pol._lines = source, lines
     return pol
 

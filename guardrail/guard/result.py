@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GuardrailError
+from ..types import Generation
+from ..types import Generation
 from .report import GuardReport
 
 __all__ = ["GuardRejectedError", "GuardResult"]
@@ -27,6 +29,7 @@ class GuardResult:
     report: GuardReport
     error: dict[str, Any] | None = None  # {"error": {...}} when rejected as an error
     status: int = 200
+    generation: Generation | None = None  # the delivered attempt (tokens, logprobs); None for a refusal or hold
 
     @property
     def content(self) -> str | None:

@@ -1,0 +1,128 @@
+"""The OpenAI chat request as the proxy reads it: known fields validated, the guardrail's own choices (policy,
+domain) taken out, and every field this backend path cannot honour refused with a 400 that names it (never
+silently dropped)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..backends.base import Message
+from .errors import ProxyError
+
+__all__ = ["ChatRequest", "GuardChoice", "StreamOptions", "guard_messages"]
+
+# fields a request may carry that change nothing the embedded/Guard path generates (bookkeeping only)
+_HARMLESS = {"user", "metadata", "store", "service_tier", "stream_options"}
+# fields accepted with their neutral value only
+_NEUTRAL: dict[str, Any] = {"n": 1, "presence_penalty": 0, "frequency_penalty": 0, "parallel_tool_calls": None,
+                            "tool_choice": "none", "logit_bias": None, "response_format": None}
+
+
+class GuardChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str | None = None
+    domain: str | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """``POST /v1/chat/completions``.  Unknown fields are kept (and refused by :meth:`check_supported` unless
+    the backend path forwards them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    n: int | None = Field(None, ge=1)
+    guardrail: GuardChoice | None = None
+
+    def max_new_tokens(self, default: int, limit: int) -> int:
+        n = self.max_completion_tokens or self.max_tokens or default
+        if n > limit:
+            field = "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+            raise ProxyError(400, f"{field} = {n} is over this server's limit of {limit}", param=field,
+                             code="max_tokens_over_limit")
+        return n
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        if len(stops) > 4:
+            raise ProxyError(400, "stop: at most 4 sequences", param="stop")
+        return [s for s in stops if s]
+
+    def check_supported(self, backend: str) -> None:
+        """A field this path cannot honour is a 400 naming it (tools, response_format, n > 1, ...)."""
+        if self.top_logprobs and not self.logprobs:
+            raise ProxyError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        for name, value in (self.model_extra or {}).items():
+            if name in _HARMLESS:
+                continue
+            if name in _NEUTRAL and (value == _NEUTRAL[name] or value is None or value == {"type": "text"}):
+                continue
+            raise ProxyError(400, f"{name}: not supported by model {self.model!r} (backend {backend}) through the "
+                                  f"guard; remove it", param=name, code="unsupported_parameter")
+        if self.n not in (None, 1):
+            raise ProxyError(400, f"n = {self.n}: one choice per request through the guard", param="n",
+                             code="unsupported_parameter")
+
+
+def _content(m: dict[str, Any], i: int) -> str:
+    c = m.get("content")
+    if c is None:
+        if m.get("tool_calls") or m.get("function_call"):
+            raise ProxyError(400, f"messages[{i}]: tool calls are not supported by this backend path",
+                             param=f"messages[{i}].tool_calls", code="unsupported_parameter")
+        return ""
+    if isinstance(c, str):
+        return c
+    if isinstance(c, list):
+        parts = []
+        for j, part in enumerate(c):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ProxyError(400, f"messages[{i}].content[{j}]: only text parts are supported here (got "
+                                      f"{kind!r})", param=f"messages[{i}].content[{j}]", code="unsupported_content")
+            parts.append(part["text"])
+        return "\n".join(parts)
+    raise ProxyError(400, f"messages[{i}].content: a string or a list of text parts", param=f"messages[{i}].content")
+
+
+_ROLES: tuple[Literal["system", "user", "assistant", "tool", "developer"], ...] = (
+    "system", "user", "assistant", "tool", "developer")
+
+
+def guard_messages(req: ChatRequest, max_chars: int) -> list[Message]:
+    """The request's messages as the Guard takes them (text parts joined), with the size limit applied."""
+    out, total = [], 0
+    for i, m in enumerate(req.messages):
+        role = m.get("role")
+        if role not in _ROLES:
+            raise ProxyError(400, f"messages[{i}].role: one of {', '.join(_ROLES)} (got {role!r})",
+                             param=f"messages[{i}].role")
+        text = _content(m, i)
+        total += len(text)
+        out.append(Message(role=role, content=text))
+    if total > max_chars:
+        raise ProxyError(400, f"messages: {total} characters, over this server's limit of {max_chars}",
+                         param="messages", code="prompt_too_long")
+    return out

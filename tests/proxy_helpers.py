@@ -1,0 +1,52 @@
+"""The proxy app in-process (httpx.ASGITransport) with a scripted backend claiming the embedded scorer's identity,
+so the real shipped baselines and policies judge chosen numbers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from contextlib import asynccontextmanager
+
+import httpx
+from guard_helpers import embedded_scorer
+
+from guardrail.backends.scripted import ScriptedBackend
+from guardrail.proxy import ProxyConfig, create_app
+from guardrail.proxy.config import ModelRoute
+
+MODEL = "m"
+_n = itertools.count()
+
+
+def config(**kw) -> ProxyConfig:
+    route = kw.pop("route", {})
+    return ProxyConfig(models={MODEL: ModelRoute(**{"policies": ["default", "strict", "shadow"], **route})}, **kw)
+
+
+def user(text: str | None = None) -> list[dict]:
+    """A user message with unique content (the Guard caches verdicts by content)."""
+    return [{"role": "user", "content": text or f"question number {next(_n)} about rivers"}]
+
+
+@asynccontextmanager
+async def proxy(script=(), cfg: ProxyConfig | None = None, *, wait_ready: bool = True):
+    backend = ScriptedBackend(script, scorer=embedded_scorer())
+    app = create_app(cfg or config(), backends={MODEL: backend}, scorer_factory=lambda: backend)
+    async with app.router.lifespan_context(app):
+        if wait_ready:
+            await app.state.loaded.wait()
+            assert app.state.guardrail.ready, app.state.guardrail.error
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as client:
+            yield client, backend, app
+
+
+def sse_events(text: str) -> list[dict | str]:
+    out: list[dict | str] = []
+    for block in text.split("\n\n"):
+        block = block.strip()
+        if not block or block.startswith(":"):
+            continue
+        assert block.startswith("data: "), block
+        data = block.removeprefix("data: ")
+        out.append(data if data == "[DONE]" else json.loads(data))
+    return out

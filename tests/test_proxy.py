@@ -1,0 +1,325 @@
+"""The proxy in-process (httpx.ASGITransport) with a scripted backend: routes, the report in body and headers,
+policy and domain choice, OpenAI-style errors with the right status for bad input, auth, limits and backend
+faults, the SSE stream, logprobs for the client, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+from guard_helpers import benign, generation, gibberish_suffix, segment, word_salad
+from proxy_helpers import MODEL, config, proxy, sse_events, user
+
+from guardrail.errors import (
+    BackendBusyError,
+    BackendHTTPError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+)
+from guardrail.proxy.config import ApiKey, Limits, hash_key
+from guardrail.types import Side
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def chat(messages=None, **kw) -> dict:
+    return {"model": MODEL, "messages": messages or user(), "max_tokens": 32, **kw}
+
+
+def assert_openai_error(r, status: int, code: str | None = None, param: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    if code is not None:
+        assert err["code"] == code
+    if param is not None:
+        assert err["param"] == param
+    return err
+
+
+def test_benign_chat_passes_with_report_in_body_and_headers():
+    async def go():
+        async with proxy([benign(), generation(benign(40, seed=3))]) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat(), headers={"x-request-id": "req-42"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["object"] == "chat.completion" and body["model"] == MODEL
+            assert body["choices"][0]["message"]["content"].startswith("the river")
+            assert body["choices"][0]["logprobs"] is None  # not asked for: the guard's own are not leaked
+            g = body["guardrail"]
+            assert g["request_id"] == "req-42" and g["policy"] == "default" and g["action"] in ("allow", "annotate")
+            assert g["prompt"]["p_value"] > 0.01 and len(g["attempts"]) == 1
+            assert body["usage"] == g["usage"] and g["usage"]["completion_tokens"] == 40
+            assert r.headers["x-request-id"] == "req-42"
+            assert r.headers["x-guardrail-action"] == g["action"]
+            assert r.headers["x-guardrail-policy"] == "default"
+            assert float(r.headers["x-guardrail-overhead-ms"]) >= 0
+            req = be.calls[1][1]
+            assert req.max_tokens == 32 and req.temperature == 0.7 and req.top_logprobs == 0
+    run(go())
+
+
+def test_gcg_suffix_is_rejected_before_generation_as_openai_error():
+    async def go():
+        async with proxy([gibberish_suffix()]) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat())
+            err = assert_openai_error(r, 400, "guardrail_rejected")
+            assert "p=" in err["message"]  # the reason, with the p-value
+            g = r.json()["guardrail"]
+            assert g["action"] == "reject" and g["attempts"] == [] and g["prompt"]["action"] == "reject"
+            assert g["prompt"]["verdicts"][0]["spans"], "the flagged span is reported"
+            assert r.headers["x-guardrail-action"] == "reject"
+            assert [k for k, _ in be.calls] == ["score"]  # nothing generated
+    run(go())
+
+
+def test_word_salad_output_is_regenerated_and_usage_sums_attempts():
+    async def go():
+        script = [benign(), generation(word_salad()), generation(benign(30, seed=5))]
+        async with proxy(script) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat(temperature=1.5))
+            assert r.status_code == 200, r.text
+            g = r.json()["guardrail"]
+            assert g["regenerated"] == 1 and len(g["attempts"]) == 2
+            assert g["attempts"][0]["action"] == "regenerate"
+            assert r.json()["usage"]["completion_tokens"] == 60 + 30
+            assert be.calls[2][1].temperature < 1.5  # the ladder's next rung
+    run(go())
+
+
+def test_policy_chosen_by_header_or_body_field_only_among_allowed():
+    async def go():
+        async with proxy([benign(), generation(benign(40, seed=3)), benign(seed=4), generation(benign(40))]) as (
+                c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat(), headers={"x-guardrail-policy": "strict"})
+            assert r.status_code == 200 and r.json()["guardrail"]["policy"] == "strict"
+            r = await c.post("/v1/chat/completions", json=chat(guardrail={"policy": "shadow"}))
+            assert r.status_code == 200 and r.json()["guardrail"]["policy"] == "shadow"
+            assert "guardrail" not in be.calls[-1][1].model_dump()  # the choice is not forwarded
+            r = await c.post("/v1/chat/completions", json=chat(), headers={"x-guardrail-policy": "agent-self-check"})
+            assert_openai_error(r, 400, "policy_not_allowed", "guardrail.policy")
+            r = await c.post("/v1/chat/completions", json=chat(guardrail={"polcy": "x"}))
+            assert_openai_error(r, 400, param="guardrail.polcy")
+    run(go())
+
+
+DOMAIN_POLICY = """name: per-domain
+prompt:
+  tiers: [{p: 0.01, action: reject}]
+output:
+  tiers: [{p: 0.01, action: annotate}]
+"""
+
+
+def test_domain_chosen_per_request_among_allowed(tmp_path):
+    pol = tmp_path / "per-domain.yaml"
+    pol.write_text(DOMAIN_POLICY)
+
+    async def go():
+        cfg = config(route={"policy": str(pol), "policies": [], "domains": ["general_wiki", "code_python"]})
+        async with proxy([benign(), generation(benign(40, seed=3))], cfg) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat(), headers={"x-guardrail-domain": "general_wiki"})
+            g = r.json()["guardrail"]
+            assert r.status_code == 200 and g["policy"] == "per-domain"
+            assert g["baselines"]["prompt"].startswith("general_wiki/")
+            r = await c.post("/v1/chat/completions", json=chat(guardrail={"domain": "legal_contracts"}))
+            assert_openai_error(r, 400, "domain_not_allowed", "guardrail.domain")
+    run(go())
+
+
+def test_a_policy_tier_below_a_domain_baselines_resolution_stops_start_up_with_file_and_line():
+    async def go():
+        cfg = config(route={"domains": ["general_wiki"]})
+        async with proxy((), cfg, wait_ready=False) as (c, be, app):
+            await app.state.loaded.wait()
+            err = assert_openai_error(await c.get("/readyz"), 503, "not_ready")
+            assert "default.yaml:" in err["message"] and "below the resolution" in err["message"]
+    run(go())
+
+
+@pytest.mark.parametrize(("body", "status", "code", "param"), [
+    (b"", 400, "invalid_json", None),
+    (b"{not json", 400, "invalid_json", None),
+    (b"[1, 2]", 400, "invalid_json", None),
+    ({"messages": [{"role": "user", "content": "x"}]}, 400, None, "model"),
+    ({"model": MODEL}, 400, None, "messages"),
+    ({"model": MODEL, "messages": []}, 400, None, "messages"),
+    ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model_not_found", "model"),
+    (chat(temperature=3), 400, None, "temperature"),
+    (chat(max_tokens=0), 400, None, "max_tokens"),
+    (chat(max_tokens=100_000), 400, "max_tokens_over_limit", "max_tokens"),
+    (chat(tools=[{"type": "function", "function": {"name": "f"}}]), 400, "unsupported_parameter", "tools"),
+    (chat(response_format={"type": "json_object"}), 400, "unsupported_parameter", "response_format"),
+    (chat(n=2), 400, "unsupported_parameter", "n"),
+    (chat(logit_bias={"1": 5}), 400, "unsupported_parameter", "logit_bias"),
+    (chat(vendor_thing=1), 400, "unsupported_parameter", "vendor_thing"),
+    (chat(top_logprobs=3), 400, None, "top_logprobs"),
+    (chat(stop=["a", "b", "c", "d", "e"]), 400, None, "stop"),
+    (chat([{"role": "wizard", "content": "x"}]), 400, None, "messages[0].role"),
+    (chat([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]), 400,
+     "unsupported_content", "messages[0].content[0]"),
+    (chat([{"role": "user", "content": 5}]), 400, None, "messages[0].content"),
+    (chat([{"role": "user", "content": "x" * 40_000}]), 400, "prompt_too_long", "messages"),
+])
+def test_bad_requests_get_openai_errors_with_the_right_status(body, status, code, param):
+    async def go():
+        async with proxy() as (c, be, _):
+            kw = {"content": body} if isinstance(body, bytes) else {"json": body}
+            r = await c.post("/v1/chat/completions", **kw)
+            assert_openai_error(r, status, code, param)
+            assert be.calls == []  # nothing reached the backend
+    run(go())
+
+
+def test_neutral_values_and_text_parts_are_accepted():
+    async def go():
+        async with proxy([benign(), generation(benign(40, seed=3))]) as (c, be, _):
+            msgs = [{"role": "system", "content": "be brief"},
+                    {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "text", "text": "two"}]}]
+            r = await c.post("/v1/chat/completions", json=chat(msgs, n=1, presence_penalty=0, user="u1",
+                                                               response_format={"type": "text"}, metadata={"a": "b"},
+                                                               max_completion_tokens=20, stop="END", seed=7))
+            assert r.status_code == 200, r.text
+            req = be.calls[1][1]
+            assert req.messages[1].content == "part one\ntwo" and req.max_tokens == 20 and req.stop == ["END"]
+            assert req.seed == 7
+    run(go())
+
+
+def test_body_over_the_limit_is_413():
+    async def go():
+        cfg = config(limits=Limits(max_body_bytes=2048))
+        async with proxy((), cfg) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat(user("x" * 5000)))
+            assert_openai_error(r, 413, "request_too_large")
+    run(go())
+
+
+def test_auth_401_403_and_rate_limit_429():
+    good, other = "gr-good-key-abcdefghijklmnop", "gr-other-key-abcdefghijklmnop"
+    cfg = config(keys=[ApiKey(name="app", sha256=hash_key(good), rate_per_minute=2),
+                       ApiKey(name="ro", sha256=hash_key(other), models=["elsewhere"])])
+
+    async def go():
+        script = [benign(), generation(benign(40, seed=3)), benign(seed=9), generation(benign(40, seed=4))]
+        async with proxy(script, cfg) as (c, be, _):
+            assert_openai_error(await c.post("/v1/chat/completions", json=chat()), 401, "missing_api_key")
+            r = await c.post("/v1/chat/completions", json=chat(), headers={"authorization": "Bearer nope"})
+            assert_openai_error(r, 401, "invalid_api_key")
+            r = await c.post("/v1/chat/completions", json=chat(), headers={"authorization": f"Bearer {other}"})
+            assert_openai_error(r, 403, "forbidden")
+            assert (await c.get("/v1/models", headers={"authorization": f"Bearer {other}"})).json()["data"] == []
+            ok = {"authorization": f"Bearer {good}"}
+            for _ in range(2):
+                assert (await c.post("/v1/chat/completions", json=chat(), headers=ok)).status_code == 200
+            r = await c.post("/v1/chat/completions", json=chat(), headers=ok)
+            assert_openai_error(r, 429, "rate_limit_exceeded")
+            assert int(r.headers["retry-after"]) >= 1
+            assert [m["id"] for m in (await c.get("/v1/models", headers=ok)).json()["data"]] == [MODEL]
+    run(go())
+
+
+@pytest.mark.parametrize(("fault", "status", "code"), [
+    (BackendTimeoutError("no answer in 5 s"), 504, "backend_timeout"),
+    (BackendUnavailableError("connection refused"), 502, "backend_error"),
+    (BackendHTTPError("upstream 500", status=500), 502, "backend_error"),
+    (BackendHTTPError("upstream 400: bad", status=400), 400, "backend_rejected"),
+    (BackendBusyError("queue full", retry_after=3), 429, "backend_busy"),
+])
+def test_backend_faults_map_to_their_status_never_500(fault, status, code):
+    async def go():
+        async with proxy([benign(), fault]) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat())
+            assert_openai_error(r, status, code)
+            if status == 429:
+                assert r.headers["retry-after"] == "3"
+    run(go())
+
+
+def test_unscorable_output_follows_the_fail_mode_not_a_zero_score():
+    async def go():
+        missing = segment([math.nan] * 30, [math.nan] * 30, Side.OUTPUT)
+        missing.tokens = [t.__class__(t.text, t.bytes, None, None, t.start, t.end) for t in missing.tokens]
+        async with proxy([benign(), generation(missing)]) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat())
+            assert r.status_code == 200, r.text
+            out = r.json()["guardrail"]["attempts"][0]["output"]
+            assert out["verdicts"][0]["scorable"] is False and out["p_value"] is None
+            assert "unscorable: open" in (out["fail_mode"] or "")
+    run(go())
+
+
+def test_not_ready_is_503_and_readyz_says_why():
+    async def go():
+        cfg = config(route={"policy": "no-such-policy"})
+        async with proxy((), cfg, wait_ready=False) as (c, be, app):
+            await app.state.loaded.wait()
+            r = await c.get("/readyz")
+            assert_openai_error(r, 503, "not_ready")
+            assert "no-such-policy" in r.json()["error"]["message"]
+            assert (await c.get("/healthz")).json() == {"status": "ok"}
+            assert_openai_error(await c.post("/v1/chat/completions", json=chat()), 503, "not_ready")
+    run(go())
+
+
+def test_unknown_route_and_method_are_openai_errors():
+    async def go():
+        async with proxy() as (c, be, _):
+            assert_openai_error(await c.get("/v1/nothing"), 404, "unknown_url")
+            assert_openai_error(await c.get("/v1/chat/completions"), 405, "method_not_allowed")
+            assert (await c.get("/openapi.json")).json()["paths"]["/v1/chat/completions"]["post"]
+    run(go())
+
+
+def test_stream_delivers_the_guarded_text_then_the_report_then_done():
+    async def go():
+        async with proxy([benign(), generation(benign(25, seed=3))]) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat(stream=True, stream_options={"include_usage": True}))
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            assert r.headers["x-guardrail-action"] in ("allow", "annotate")
+            ev = sse_events(r.text)
+            assert ev[-1] == "[DONE]"
+            chunks = ev[:-1]
+            assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+            text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+            assert text.startswith("the river") and len(text.split()) == 25
+            assert len([ch for ch in chunks if ch["choices"] and ch["choices"][0]["delta"].get("content")]) == 25
+            fin = [ch for ch in chunks if ch["choices"] and ch["choices"][0]["finish_reason"]]
+            assert len(fin) == 1 and fin[0]["choices"][0]["finish_reason"] == "stop"
+            last = chunks[-1]
+            assert last["choices"] == [] and last["usage"]["completion_tokens"] == 25
+            assert last["guardrail"]["action"] == r.headers["x-guardrail-action"]
+    run(go())
+
+
+def test_client_logprobs_trimmed_to_its_top_logprobs():
+    async def go():
+        async with proxy([benign(), generation(benign(12, seed=3))]) as (c, be, _):
+            r = await c.post("/v1/chat/completions", json=chat(logprobs=True, top_logprobs=0))
+            assert r.status_code == 200, r.text
+            content = r.json()["choices"][0]["logprobs"]["content"]
+            assert len(content) == 12 and all(e["top_logprobs"] == [] for e in content)
+            assert "".join(e["token"] for e in content) == r.json()["choices"][0]["message"]["content"]
+            assert all(e["logprob"] <= 0 for e in content)
+            assert be.calls[1][1].top_logprobs == 0
+    run(go())
+
+
+def test_metrics_count_requests_actions_and_p_values():
+    async def go():
+        async with proxy([benign(), generation(benign(40, seed=3)), gibberish_suffix()]) as (c, be, _):
+            await c.post("/v1/chat/completions", json=chat())
+            await c.post("/v1/chat/completions", json=chat())
+            await c.post("/v1/chat/completions", json={"model": MODEL})
+            text = (await c.get("/metrics")).text
+            assert 'guardrail_requests_total{model="m",route="chat",status="200"} 1.0' in text
+            assert 'guardrail_requests_total{model="m",route="chat",status="400"} 1.0' in text
+            assert 'guardrail_requests_total{model="?",route="chat",status="400"} 1.0' in text
+            assert 'guardrail_actions_total{action="reject",policy="default"} 1.0' in text
+            assert 'guardrail_side_actions_total{action="reject",policy="default",side="prompt"} 1.0' in text
+            assert "guardrail_p_value_bucket" in text and 'side="prompt"' in text
+            assert 'guardrail_stage_milliseconds_count{stage="total"} 2.0' in text
+    run(go())
