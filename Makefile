@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-core
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test test-fast test-vllm bench baselines eval lint install clean vllm-env
+.PHONY: run demo test test-fast test-vllm bench baselines eval lint install clean vllm-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The proxy on the embedded model with the default policy, in the foreground (Ctrl-C stops it); it prints a
+# curl and a Python example to paste into another terminal.  ARGS="--port 9000 --policy strict" to change it.
 run: install
+	$(BIN)/guardrail serve $(ARGS)
+
+# The Guard deciding on three requests in-process (what `make run` showed before the proxy).
+demo: install
 	$(BIN)/python examples/guard_demo.py
 
 test: install vllm-env
@@ -47,7 +53,7 @@ baselines: install
 	$(BIN)/python scripts/fit_eval_reference.py
 	$(BIN)/python scripts/baselines_table.py
 
-# The README's evaluation figures on the development set (../shared/data): JSON documents and PNG plots in
+# The evaluation figures of docs/evaluation.md on the development set (../shared/data): JSON documents and PNG plots in
 # eval/ (~1 h on 2 cores with a cold score cache, seconds with a warm one).
 eval: install
 	bash scripts/eval_dev.sh

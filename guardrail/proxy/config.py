@@ -59,11 +59,15 @@ class ModelRoute(_Strict):
             raise ValueError("the name of an environment variable (the key itself never goes in the file)")
         return v
 
+    @field_validator("backend")
+    @classmethod
+    def _backend_name(cls, v: str) -> str:
+        if v != "embedded" and "/" not in v:
+            raise ValueError(f"'embedded' or a litellm model string like hosted_vllm/NAME (got {v!r})")
+        return v
+
     @model_validator(mode="after")
     def _backend(self) -> ModelRoute:
-        if self.backend != "embedded" and "/" not in self.backend:
-            raise ValueError(f"backend: 'embedded' or a litellm model string like hosted_vllm/NAME (got "
-                             f"{self.backend!r})")
         if self.backend.startswith("hosted_vllm/") and not self.api_base:
             raise ValueError("a hosted_vllm backend needs api_base (the server's …/v1 URL)")
         return self
