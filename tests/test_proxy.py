@@ -26,7 +26,8 @@ def run(coro):
 
 
 def chat(messages=None, **kw) -> dict:
-    return {"model": MODEL, "messages": messages or user(), "max_tokens": 32, **kw}
+    """A request (at temperature 0.7 unless told: the synthetic outputs are typical of that regime)."""
+    return {"model": MODEL, "messages": messages or user(), "max_tokens": 32, "temperature": 0.7, **kw}
 
 
 def assert_openai_error(r, status: int, code: str | None = None, param: str | None = None) -> dict:
@@ -42,8 +43,11 @@ def assert_openai_error(r, status: int, code: str | None = None, param: str | No
 
 def test_benign_chat_passes_with_report_in_body_and_headers():
     async def go():
-        async with proxy([benign(), generation(benign(40, seed=3))]) as (c, be, _):
-            r = await c.post("/v1/chat/completions", json=chat(), headers={"x-request-id": "req-42"})
+        cfg = config(route={"default_temperature": 0.7})
+        async with proxy([benign(), generation(benign(40, seed=3))], cfg) as (c, be, _):
+            body = chat()
+            del body["temperature"]  # the route's default applies
+            r = await c.post("/v1/chat/completions", json=body, headers={"x-request-id": "req-42"})
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["object"] == "chat.completion" and body["model"] == MODEL

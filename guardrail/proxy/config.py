@@ -49,8 +49,8 @@ class ModelRoute(_Strict):
                                                  "(None: the policy's own)")
     domains: list[str] = Field(default_factory=list, description="domains a request may choose")
     timeout_s: float = Field(120.0, gt=0, description="backend timeout (HTTP 504 past it)")
-    default_temperature: float = Field(0.7, ge=0.0, le=2.0, description="when a request sets none (0.7: a "
-                                       "regime the embedded model's own-generation baseline was fitted for)")
+    default_temperature: float = Field(0.0, ge=0.0, le=2.0, description="when a request sets none (0: greedy, "
+                                       "a regime the embedded model's own-generation baseline was fitted for)")
 
     @field_validator("api_key_env")
     @classmethod
