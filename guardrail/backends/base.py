@@ -117,6 +117,7 @@ class TokenEvent:
     token: Token | None  # None only on a final event that adds no token
     text: str  # decoded text this event adds (complete characters only)
     finish_reason: str | None = None
+    prompt_tokens: int | None = None  # on the last event, where the backend knows it
 
 
 class BackendBase:

@@ -353,7 +353,8 @@ class LlamaCppBackend(BackendBase):
                 finish = "stop"
             elif index == req.max_tokens - 1 or pos + 1 >= eng.n_ctx:
                 finish = "length"
-            yield TokenEvent(index=index, token=token, text=new, finish_reason=finish)
+            yield TokenEvent(index=index, token=token, text=new, finish_reason=finish,
+                             prompt_tokens=len(p_ids) if finish else None)
             if finish:
                 return
             logits = await self._call(eng.step, tid, pos)

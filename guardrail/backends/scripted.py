@@ -11,7 +11,7 @@ Every call takes the next entry of the script, in order, whatever the method:
 
 A call with nothing left in the script, or an entry of the wrong kind, raises :class:`ScriptError`
 (an AssertionError, so pytest shows it as a test failure): a test never silently gets nothing.  ``calls``
-records ``(method, argument)`` for every call.
+records ``(method, argument)`` for every call, ``streams`` ``(events yielded, ran to the end)`` per stream.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class ScriptedBackend(BackendBase):
     ) -> None:
         self._script: deque[Any] = deque(script)
         self.calls: list[tuple[str, Any]] = []
+        self.streams: list[tuple[int, bool]] = []
         self.closed = False
         self.delay = delay
         self._scorer = scorer or ScorerInfo(
@@ -89,14 +90,20 @@ class ScriptedBackend(BackendBase):
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         events = await self._next("stream", request, list)
-        for ev in events:
-            if isinstance(ev, BaseException):
-                raise ev
-            if not isinstance(ev, TokenEvent):
-                raise ScriptError(f"scripted backend: stream() entry holds a {type(ev).__name__}")
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            yield ev
+        sent, done = 0, False
+        try:
+            for ev in events:
+                if isinstance(ev, BaseException):
+                    raise ev
+                if not isinstance(ev, TokenEvent):
+                    raise ScriptError(f"scripted backend: stream() entry holds a {type(ev).__name__}")
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                sent += 1
+                yield ev
+            done = True
+        finally:  # (events yielded, ran to the end): a stream closed early shows as done=False
+            self.streams.append((sent, done))
 
     async def aclose(self) -> None:
         self.closed = True

@@ -12,7 +12,7 @@ import hashlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -30,6 +30,7 @@ from .policy import Policy, SideRules, load_policy
 from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
 from .result import GuardResult
 from .review import InMemoryReviewQueue, ReviewQueue
+from .streaming import StreamEvent, stream_chat
 
 __all__ = ["Guard", "derive_seed", "resolve_baselines"]
 
@@ -108,28 +109,21 @@ class Guard:
         the result)."""
         t0 = self._clock()
         msgs = _messages(messages)
-        rid = request_id or uuid.uuid4().hex[:24]
-        pol = self.policy
-        report = GuardReport(request_id=rid, policy=pol.name, policy_hash=pol.hash, action="allow", reason="",
-                             baselines={s: b.id for s, b in self.baselines.items()},
-                             scorers={s: k for s, (k, _) in self._judge_by.items()})
-        cand = Candidate(model=model or self.backend.scorer.model, text=None, finish_reason=None)
-        prompt_action, would = "allow", "allow"
-        if "prompt" in self._judge_by:
-            t = self._clock()
-            report.prompt = await self.screen_messages(msgs)
-            report.timings.screen_ms = (self._clock() - t) * 1e3
-            prompt_action = would = report.prompt.action
-            report.reason = report.prompt.reason
-            if prompt_action in ("reject", "review") and not pol.shadow:
-                res = await ACTION_STRATEGIES[prompt_action].apply(report, cand, "prompt", pol, self.review_queue)
-                if res is not None:
-                    return self._done(res, t0)
+        report, cand = self._start(request_id, model)
+        prompt_action, ended = await self._screen(msgs, report, cand)
+        if ended is not None:
+            return self._done(ended, t0)
         out_action, out_reason = await self._ladder(
-            msgs, report, cand, rid, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            msgs, report, cand, report.request_id, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
             stop=[stop] if isinstance(stop, str) else list(stop), top_logprobs=top_logprobs)
+        return await self._finish(report, cand, prompt_action, out_action, out_reason, t0)
+
+    async def _finish(self, report: GuardReport, cand: Candidate, prompt_action: str, out_action: str,
+                      out_reason: str, t0: float) -> GuardResult:
+        """Combine the sides into the final action (shadow, review, escalation) and act on it."""
+        pol = self.policy
         t = self._clock()
-        would = most_severe(would, out_action)
+        would = most_severe(prompt_action, out_action)
         final = most_severe(prompt_action if prompt_action in ("allow", "annotate") else "allow", out_action)
         if final == "regenerate":  # only in shadow mode: the ladder did not run
             final = pol.regenerate.on_exhausted
@@ -148,6 +142,34 @@ class Guard:
         res = await ACTION_STRATEGIES[final].apply(report, cand, "output", pol, self.review_queue)
         assert res is not None
         return self._done(res, t0)
+
+    def _start(self, request_id: str | None, model: str | None) -> tuple[GuardReport, Candidate]:
+        pol = self.policy
+        report = GuardReport(request_id=request_id or uuid.uuid4().hex[:24], policy=pol.name, policy_hash=pol.hash,
+                             action="allow", reason="", baselines={s: b.id for s, b in self.baselines.items()},
+                             scorers={s: k for s, (k, _) in self._judge_by.items()})
+        return report, Candidate(model=model or self.backend.scorer.model, text=None, finish_reason=None)
+
+    async def _screen(self, msgs: list[Message], report: GuardReport,
+                      cand: Candidate) -> tuple[str, GuardResult | None]:
+        """Screen the prompt into ``report``: its action, and the result when the request ends there."""
+        if "prompt" not in self._judge_by:
+            return "allow", None
+        t = self._clock()
+        report.prompt = await self.screen_messages(msgs)
+        report.timings.screen_ms = (self._clock() - t) * 1e3
+        action = report.prompt.action
+        report.reason = report.prompt.reason
+        if action in ("reject", "review") and not self.policy.shadow:
+            res = await ACTION_STRATEGIES[action].apply(report, cand, "prompt", self.policy, self.review_queue)
+            if res is not None:
+                return action, res
+        return action, None
+
+    def stream(self, messages: Sequence[Message | Mapping[str, Any]], **kw: Any) -> AsyncIterator[StreamEvent]:
+        """A guarded streamed chat: :class:`StreamDelta` events of released text (each assessed before it is
+        released), then one :class:`StreamEnd` with the result and report (see guard/streaming.py)."""
+        return stream_chat(self, messages, **kw)
 
     async def screen_messages(self, messages: Sequence[Message | Mapping[str, Any]]) -> SideDecision:
         """The prompt side alone: each message whose role the policy screens, judged (cached by content hash),

@@ -25,7 +25,7 @@ from ..yamlconf import parse_yaml_model
 
 __all__ = [
     "ACTIONS", "SEVERITY", "Action", "Budget", "Policy", "PolicyError", "RegenerateRules", "RejectRules",
-    "ReviewRules", "Rung", "SideRules", "Tier", "load_policy", "policies_dir", "shipped_policies",
+    "ReviewRules", "Rung", "SideRules", "StreamRules", "Tier", "load_policy", "policies_dir", "shipped_policies",
 ]
 
 Action = Literal["allow", "annotate", "regenerate", "review", "reject"]
@@ -118,6 +118,18 @@ class ReviewRules(_Strict):
     message: str = "The answer is held for review."
 
 
+class StreamRules(_Strict):
+    """Streaming responses: the growing output is assessed every ``check_every`` tokens and nothing is released
+    before it passed; a checkpoint whose tail statistic is <= abort_p / (number of checkpoints the request can
+    have) ends the stream (``finish_reason: content_filter``) and cancels the backend request.  The division is
+    Bonferroni's: summed over a stream's checkpoints, the chance that a normal generation is cut stays near
+    ``abort_p`` (measured: docs/proxy.md)."""
+
+    enabled: bool = True
+    check_every: int = Field(16, ge=1, le=512, description="tokens between checkpoints (and the most held back)")
+    abort_p: float = Field(0.01, gt=0.0, lt=1.0, description="false-abort budget of a whole stream")
+
+
 class Policy(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -127,6 +139,7 @@ class Policy(_Strict):
     budget: Budget = Field(default_factory=Budget)
     reject: RejectRules = Field(default_factory=RejectRules)
     review: ReviewRules = Field(default_factory=ReviewRules)
+    stream: StreamRules = Field(default_factory=StreamRules)
     shadow: bool = Field(False, description="report what would have happened, act as allow")
 
     _source: str = PrivateAttr("<memory>")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from ..baselines.verdict import Verdict
 
-__all__ = ["Attempt", "GuardReport", "ReviewInfo", "Sampling", "Shadow", "SideDecision", "Timings", "Usage"]
+__all__ = ["Attempt", "Checkpoint", "GuardReport", "ReviewInfo", "Sampling", "Shadow", "SideDecision", "StreamInfo", "Timings", "Usage"]
 
 FinalAction = Literal["allow", "annotate", "reject", "review"]
 
@@ -67,6 +67,28 @@ class Attempt(BaseModel):
     error: str | None = None  # the backend failed on this attempt
 
 
+class Checkpoint(BaseModel):
+    tokens: int  # output tokens seen when assessed
+    p_value: float
+    tail_p: float
+    top_signal: str
+    abort: bool = False
+
+
+class StreamInfo(BaseModel):
+    """A streamed response: the checkpoints assessed, where it was cut, what the client had received."""
+
+    check_every: int
+    abort_p: float  # the whole stream's false-abort budget
+    threshold: float  # per checkpoint: abort_p / planned checkpoints, compared with tail_p
+    planned_checkpoints: int
+    calibrated_length: int | None = None  # longest output the baseline was fitted on (tokens)
+    beyond_calibrated: bool = False  # the stream ran past it
+    checkpoints: list[Checkpoint] = Field(default_factory=list)
+    aborted_at: int | None = None  # output tokens generated when cut
+    released_tokens: int = 0  # tokens the client received
+
+
 class Timings(BaseModel):
     screen_ms: float = 0.0
     generate_ms: float = 0.0
@@ -102,6 +124,7 @@ class GuardReport(BaseModel):
     scorers: dict[str, str] = Field(default_factory=dict)  # side -> "serving" | "embedded"
     shadow: Shadow | None = None
     review: ReviewInfo | None = None
+    stream: StreamInfo | None = None  # streamed responses only
     timings: Timings = Field(default_factory=Timings)
 
     def summary(self) -> str:

@@ -1,0 +1,157 @@
+"""Guarded streaming: the Guard's screen -> generate -> assess -> decide loop over a token stream.
+
+The prompt is screened first (nothing is generated if it is rejected).  Output tokens are held back until a
+checkpoint (every ``stream.check_every`` tokens) has assessed them; a checkpoint past the whole-stream abort
+threshold ends the stream and closes the backend's stream (the request is cancelled there).  When the backend
+finishes, the whole output gets the same decision as a non-streamed one before the held-back tail is released.
+
+What a stream cannot do: regenerate once text has been released (a ``regenerate`` tier then takes the ladder's
+``on_exhausted`` action).  With the embedded scorer teacher-forcing another backend's output (no own-logprob
+baseline for the serving model), checkpoints need the scorer's logprobs, which arrive only for the whole text:
+such a stream passes through and is judged at its end (the report has no ``stream`` checkpoints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..backends.base import GenerationRequest, Message, TokenEvent
+from ..backends.openai_logprobs import Origin
+from ..types import Generation, Side, Token
+from .report import Attempt, SideDecision, Usage
+from .result import GuardResult
+from .stream_assess import StreamAssessor
+
+if TYPE_CHECKING:
+    from .guard import Guard
+
+__all__ = ["StreamDelta", "StreamEnd", "StreamEvent", "stream_chat"]
+
+
+@dataclass(slots=True)
+class StreamDelta:
+    """Text released to the client (every token of it assessed), with its tokens."""
+
+    text: str
+    tokens: list[Token] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StreamEnd:
+    result: GuardResult
+    finish_reason: str  # what the client's last chunk says: content_filter when cut, held or rejected
+    aborted: bool = False  # cut at a checkpoint
+    streamed: bool = False  # some text was released (False: it ended before generation, e.g. prompt rejected)
+
+
+StreamEvent = StreamDelta | StreamEnd
+
+
+def _release(held: list[TokenEvent]) -> StreamDelta:
+    return StreamDelta("".join(e.text for e in held), [e.token for e in held if e.token is not None])
+
+
+async def stream_chat(
+    guard: Guard, messages: Sequence[Message | Mapping[str, Any]], *, model: str | None = None, max_tokens: int = 256,
+    temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | str = (),
+    request_id: str | None = None, top_logprobs: int = 0,
+) -> AsyncIterator[StreamEvent]:
+    from .guard import _messages
+
+    t0 = guard._clock()
+    msgs = _messages(messages)
+    report, cand = guard._start(request_id, model)
+    prompt_action, ended = await guard._screen(msgs, report, cand)
+    if ended is not None:
+        res = guard._done(ended, t0)
+        yield StreamEnd(res, "content_filter" if res.completion is not None else "stop")
+        return
+    pol = guard.policy
+    sampling = guard._sampling(0, report.request_id, max_tokens, temperature, top_p, seed)
+    req = GenerationRequest(messages=msgs, max_tokens=max_tokens, temperature=sampling.temperature,
+                            top_p=sampling.top_p, seed=sampling.seed, stop=[stop] if isinstance(stop, str) else list(stop),
+                            top_logprobs=top_logprobs)
+    kind = guard._judge_by["output"][0] if "output" in guard._judge_by else None
+    assessor = None
+    out_baseline = guard.baselines.get("output")
+    if kind == "serving" and pol.stream.enabled:
+        regime, _ = guard._regime(sampling.temperature)
+        out_baseline = regime or out_baseline
+        assert out_baseline is not None
+        assessor = StreamAssessor(out_baseline, pol.stream, max_tokens)
+        report.stream = assessor.info
+    events: list[TokenEvent] = []
+    held: list[TokenEvent] = []
+    released, aborted, finish, n_prompt = 0, False, None, None
+    assess_s = 0.0
+    t = guard._clock()
+    agen = guard.backend.stream(req)
+    try:
+        async for ev in agen:
+            events.append(ev)
+            held.append(ev)
+            finish = ev.finish_reason or finish
+            n_prompt = ev.prompt_tokens or n_prompt
+            cp = None
+            if assessor is not None and ev.token is not None:
+                ta = guard._clock()
+                cp = assessor.push(ev.token)
+                assess_s += guard._clock() - ta
+            if cp is not None and cp.abort and not pol.shadow:
+                aborted = True
+                break
+            if (assessor is None or cp is not None) and not ev.finish_reason:
+                delta = _release(held)
+                released += len(delta.tokens)
+                held.clear()
+                yield delta
+    finally:
+        await agen.aclose()  # on an abort or a client gone: the backend's request is cancelled
+    gen_ms = (guard._clock() - t - assess_s) * 1e3
+    tokens = [e.token for e in events if e.token is not None]
+    text = "".join(e.text for e in events)
+    entropy_k = (out_baseline.entropy_k if out_baseline is not None and guard.backend.capabilities.exact_entropy
+                 else top_logprobs or None)
+    seg = Origin.of(guard.backend.scorer).segment(text, Side.OUTPUT, tokens, entropy_k, [])
+    gen = Generation(output=seg, finish_reason=finish or ("content_filter" if aborted else "length"),
+                     prompt_tokens=n_prompt or 0)
+    t = guard._clock()
+    if aborted:
+        assert assessor is not None
+        cp = assessor.info.checkpoints[-1]
+        out_action = "reject"
+        decision: SideDecision | None = SideDecision(
+            side="output", action="reject", p_value=cp.p_value, tail_p=cp.tail_p, top_signal=cp.top_signal,
+            reason=f"output cut at token {cp.tokens}: tail_p={cp.tail_p:.3g} <= {assessor.info.threshold:.3g} "
+                   f"(stream budget {pol.stream.abort_p:g} over {assessor.info.planned_checkpoints} checkpoints; "
+                   f"top signal {cp.top_signal})")
+    else:
+        decision = await guard._judge_output(msgs, gen, sampling.temperature) if kind is not None else None
+        out_action = decision.action if decision is not None else "allow"
+        if out_action == "regenerate" and not pol.shadow:
+            out_action = pol.regenerate.on_exhausted
+            decision.reason += f"; a streamed answer cannot be regenerated: {out_action}"  # type: ignore[union-attr]
+    score_ms = (guard._clock() - t + assess_s) * 1e3
+    usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=len(tokens),
+                  total_tokens=gen.prompt_tokens + len(tokens))
+    report.usage = usage
+    report.attempts.append(Attempt(index=0, sampling=sampling, action=out_action, output=decision,
+                                   finish_reason=gen.finish_reason, text=text, usage=usage, generate_ms=gen_ms,
+                                   score_ms=score_ms))
+    report.timings.generate_ms, report.timings.score_ms = gen_ms, score_ms
+    cand.text, cand.finish_reason, cand.generation = text, gen.finish_reason, gen
+    res = await guard._finish(report, cand, prompt_action, out_action,
+                              decision.reason if decision is not None else "output not checked", t0)
+    delivered = res.report.action in ("allow", "annotate") or (res.report.action == "review" and
+                                                               res.report.review is not None and
+                                                               res.report.review.mode == "audit")
+    if held and delivered and not aborted:
+        delta = _release(held)
+        released += len(delta.tokens)
+        yield delta
+    if report.stream is not None:
+        report.stream.released_tokens = released
+    cut = aborted or not delivered
+    yield StreamEnd(res, "content_filter" if cut else gen.finish_reason, aborted=aborted, streamed=released > 0)

@@ -1,0 +1,116 @@
+"""The Guard's streaming path with the scripted backend (claiming the embedded scorer) and the shipped
+own-generation baselines: tokens released only once assessed, a degenerate stream cut at a checkpoint with the
+backend's stream closed, the final whole-output decision before the held-back tail, prompt rejection before any
+generation, shadow mode."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from guard_helpers import benign, gibberish_suffix, segment
+
+from guardrail.backends.base import TokenEvent
+from guardrail.guard import Guard, StreamDelta, StreamEnd, load_policy
+from guardrail.types import Side
+
+USER = [{"role": "user", "content": "placeholder: the scripted scorer answers"}]
+
+
+def events(seg, finish="stop") -> list[TokenEvent]:
+    out = [TokenEvent(index=i, token=t, text=t.text) for i, t in enumerate(seg.tokens)]
+    out[-1].finish_reason = finish
+    out[-1].prompt_tokens = 12
+    return out
+
+
+def typical(n: int, seed: int = 3):
+    """Output numbers typical of the embedded model's own sampling at T=0.7 (NLL ~ gamma, entropy ~ 2 nats)."""
+    rng = np.random.default_rng(seed)
+    return segment(list(rng.gamma(1.2, 0.9, n)), list(rng.uniform(1.0, 2.5, n)), Side.OUTPUT)
+
+
+def salad_after(n_ok: int, n_bad: int, seed: int = 4):
+    rng = np.random.default_rng(seed)
+    nll = list(rng.gamma(1.2, 0.9, n_ok)) + list(rng.uniform(10, 13, n_bad))
+    ent = list(rng.uniform(1.0, 2.5, n_ok)) + list(rng.uniform(1.0, 2.0, n_bad))
+    words = [f"ok{i % 7}" for i in range(n_ok)] + [f"z{i}q" for i in range(n_bad)]
+    return segment(nll, ent, Side.OUTPUT, words)
+
+
+def collect(guard: Guard, **kw):
+    async def go():
+        return [ev async for ev in guard.stream(USER, temperature=0.7, **kw)]
+    return asyncio.run(go())
+
+
+def make(script, policy="default"):
+    from guard_helpers import embedded_scorer
+
+    from guardrail.backends.scripted import ScriptedBackend
+    be = ScriptedBackend(script, scorer=embedded_scorer())
+    return Guard(load_policy(policy) if isinstance(policy, str) else policy, be), be
+
+
+def test_typical_stream_is_released_checkpoint_by_checkpoint_then_allowed():
+    seg = typical(70)
+    guard, be = make([benign(), events(seg)])
+    out = collect(guard, max_tokens=80)
+    deltas = [e for e in out if isinstance(e, StreamDelta)]
+    end = out[-1]
+    assert isinstance(end, StreamEnd) and not end.aborted and end.streamed
+    assert [len(d.tokens) for d in deltas] == [16, 16, 16, 16, 6]  # held back until assessed; the tail at the end
+    assert "".join(d.text for d in deltas) == seg.text
+    r = end.result.report
+    assert r.action in ("allow", "annotate") and end.finish_reason == "stop"
+    assert r.stream is not None and [c.tokens for c in r.stream.checkpoints] == [16, 32, 48, 64]
+    assert r.stream.planned_checkpoints == 5 and r.stream.threshold == 0.01 / 5
+    assert r.stream.released_tokens == 70 and r.stream.aborted_at is None
+    assert r.attempts[0].output.regime["fitted_temperature"] == 0.7
+    assert r.usage.completion_tokens == 70 and r.usage.prompt_tokens == 12
+    assert be.streams == [(70, True)]
+
+
+def test_degenerate_stream_is_cut_at_a_checkpoint_and_the_backend_stream_closed():
+    seg = salad_after(20, 200)
+    guard, be = make([benign(), events(seg, "length")])
+    out = collect(guard, max_tokens=256)
+    end = out[-1]
+    assert isinstance(end, StreamEnd) and end.aborted and end.finish_reason == "content_filter"
+    r = end.result.report
+    assert r.action == "reject" and r.stream.aborted_at is not None and r.stream.aborted_at <= 64
+    assert r.stream.checkpoints[-1].abort and r.stream.checkpoints[-1].tail_p <= r.stream.threshold
+    released = sum(len(e.tokens) for e in out if isinstance(e, StreamDelta))
+    assert released == r.stream.released_tokens < r.stream.aborted_at  # the cut checkpoint's tokens never left
+    assert be.streams == [(r.stream.aborted_at, False)]  # closed early: the backend request is cancelled
+    assert r.usage.completion_tokens == r.stream.aborted_at
+    assert "cut at token" in r.reason
+
+
+def test_rejected_prompt_ends_before_any_generation():
+    guard, be = make([gibberish_suffix()])
+    out = collect(guard)
+    assert len(out) == 1 and isinstance(out[0], StreamEnd) and not out[0].streamed
+    assert out[0].result.error is not None and out[0].result.report.action == "reject"
+    assert [c[0] for c in be.calls] == ["score"]
+
+
+def test_shadow_stream_reports_the_would_be_cut_and_delivers_everything():
+    seg = salad_after(20, 100)
+    guard, be = make([benign(), events(seg, "length")], "shadow")
+    out = collect(guard, max_tokens=120)
+    end = out[-1]
+    assert not end.aborted and end.result.report.action == "allow"
+    assert end.result.report.stream.aborted_at is not None  # where it would have been cut
+    assert "".join(e.text for e in out if isinstance(e, StreamDelta)) == seg.text
+    assert be.streams == [(120, True)]
+
+
+def test_a_stream_without_checkpoints_passes_through_and_is_judged_at_the_end():
+    pol = load_policy("default")
+    pol = pol.model_copy(update={"stream": pol.stream.model_copy(update={"enabled": False})})
+    seg = typical(20)
+    guard, be = make([benign(), events(seg)], pol)
+    out = collect(guard, max_tokens=32)
+    assert [len(e.tokens) for e in out if isinstance(e, StreamDelta)] == [1] * 19 + [1]
+    assert out[-1].result.report.stream is None and out[-1].result.report.attempts[0].output.p_value is not None
