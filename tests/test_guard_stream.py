@@ -11,7 +11,7 @@ import numpy as np
 from guard_helpers import benign, gibberish_suffix, segment
 
 from guardrail.backends.base import TokenEvent
-from guardrail.guard import Guard, StreamDelta, StreamEnd, load_policy
+from guardrail.guard import Guard, StreamDelta, StreamEnd, StreamStart, load_policy
 from guardrail.types import Side
 
 USER = [{"role": "user", "content": "placeholder: the scripted scorer answers"}]
@@ -58,6 +58,7 @@ def test_typical_stream_is_released_checkpoint_by_checkpoint_then_allowed():
     out = collect(guard, max_tokens=80)
     deltas = [e for e in out if isinstance(e, StreamDelta)]
     end = out[-1]
+    assert isinstance(out[0], StreamStart) and out[0].report.prompt.action == "allow"
     assert isinstance(end, StreamEnd) and not end.aborted and end.streamed
     assert [len(d.tokens) for d in deltas] == [16, 16, 16, 16, 6]  # held back until assessed; the tail at the end
     assert "".join(d.text for d in deltas) == seg.text
@@ -90,7 +91,7 @@ def test_degenerate_stream_is_cut_at_a_checkpoint_and_the_backend_stream_closed(
 def test_rejected_prompt_ends_before_any_generation():
     guard, be = make([gibberish_suffix()])
     out = collect(guard)
-    assert len(out) == 1 and isinstance(out[0], StreamEnd) and not out[0].streamed
+    assert len(out) == 1 and isinstance(out[0], StreamEnd) and not out[0].streamed  # no StreamStart
     assert out[0].result.error is not None and out[0].result.report.action == "reject"
     assert [c[0] for c in be.calls] == ["score"]
 
@@ -110,7 +111,7 @@ def test_a_stream_without_checkpoints_passes_through_and_is_judged_at_the_end():
     pol = load_policy("default")
     pol = pol.model_copy(update={"stream": pol.stream.model_copy(update={"enabled": False})})
     seg = typical(20)
-    guard, be = make([benign(), events(seg)], pol)
+    guard, _be = make([benign(), events(seg)], pol)
     out = collect(guard, max_tokens=32)
     assert [len(e.tokens) for e in out if isinstance(e, StreamDelta)] == [1] * 19 + [1]
     assert out[-1].result.report.stream is None and out[-1].result.report.attempts[0].output.p_value is not None

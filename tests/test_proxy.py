@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import math
 
+import numpy as np
 import pytest
 from guard_helpers import benign, generation, gibberish_suffix, segment, word_salad
 from proxy_helpers import MODEL, config, proxy, sse_events, user
 
+from guardrail.backends.base import TokenEvent
 from guardrail.errors import (
     BackendBusyError,
     BackendHTTPError,
@@ -124,7 +126,7 @@ def test_domain_chosen_per_request_among_allowed(tmp_path):
 
     async def go():
         cfg = config(route={"policy": str(pol), "policies": [], "domains": ["general_wiki", "code_python"]})
-        async with proxy([benign(), generation(benign(40, seed=3))], cfg) as (c, be, _):
+        async with proxy([benign(), generation(benign(40, seed=3))], cfg) as (c, _be, _):
             r = await c.post("/v1/chat/completions", json=chat(), headers={"x-guardrail-domain": "general_wiki"})
             g = r.json()["guardrail"]
             assert r.status_code == 200 and g["policy"] == "per-domain"
@@ -137,7 +139,7 @@ def test_domain_chosen_per_request_among_allowed(tmp_path):
 def test_a_policy_tier_below_a_domain_baselines_resolution_stops_start_up_with_file_and_line():
     async def go():
         cfg = config(route={"domains": ["general_wiki"]})
-        async with proxy((), cfg, wait_ready=False) as (c, be, app):
+        async with proxy((), cfg, wait_ready=False) as (c, _be, app):
             await app.state.loaded.wait()
             err = assert_openai_error(await c.get("/readyz"), 503, "not_ready")
             assert "default.yaml:" in err["message"] and "below the resolution" in err["message"]
@@ -196,7 +198,7 @@ def test_neutral_values_and_text_parts_are_accepted():
 def test_body_over_the_limit_is_413():
     async def go():
         cfg = config(limits=Limits(max_body_bytes=2048))
-        async with proxy((), cfg) as (c, be, _):
+        async with proxy((), cfg) as (c, _be, _):
             r = await c.post("/v1/chat/completions", json=chat(user("x" * 5000)))
             assert_openai_error(r, 413, "request_too_large")
     run(go())
@@ -209,7 +211,7 @@ def test_auth_401_403_and_rate_limit_429():
 
     async def go():
         script = [benign(), generation(benign(40, seed=3)), benign(seed=9), generation(benign(40, seed=4))]
-        async with proxy(script, cfg) as (c, be, _):
+        async with proxy(script, cfg) as (c, _be, _):
             assert_openai_error(await c.post("/v1/chat/completions", json=chat()), 401, "missing_api_key")
             r = await c.post("/v1/chat/completions", json=chat(), headers={"authorization": "Bearer nope"})
             assert_openai_error(r, 401, "invalid_api_key")
@@ -235,7 +237,7 @@ def test_auth_401_403_and_rate_limit_429():
 ])
 def test_backend_faults_map_to_their_status_never_500(fault, status, code):
     async def go():
-        async with proxy([benign(), fault]) as (c, be, _):
+        async with proxy([benign(), fault]) as (c, _be, _):
             r = await c.post("/v1/chat/completions", json=chat())
             assert_openai_error(r, status, code)
             if status == 429:
@@ -247,7 +249,7 @@ def test_unscorable_output_follows_the_fail_mode_not_a_zero_score():
     async def go():
         missing = segment([math.nan] * 30, [math.nan] * 30, Side.OUTPUT)
         missing.tokens = [t.__class__(t.text, t.bytes, None, None, t.start, t.end) for t in missing.tokens]
-        async with proxy([benign(), generation(missing)]) as (c, be, _):
+        async with proxy([benign(), generation(missing)]) as (c, _be, _):
             r = await c.post("/v1/chat/completions", json=chat())
             assert r.status_code == 200, r.text
             out = r.json()["guardrail"]["attempts"][0]["output"]
@@ -259,7 +261,7 @@ def test_unscorable_output_follows_the_fail_mode_not_a_zero_score():
 def test_not_ready_is_503_and_readyz_says_why():
     async def go():
         cfg = config(route={"policy": "no-such-policy"})
-        async with proxy((), cfg, wait_ready=False) as (c, be, app):
+        async with proxy((), cfg, wait_ready=False) as (c, _be, app):
             await app.state.loaded.wait()
             r = await c.get("/readyz")
             assert_openai_error(r, 503, "not_ready")
@@ -271,31 +273,111 @@ def test_not_ready_is_503_and_readyz_says_why():
 
 def test_unknown_route_and_method_are_openai_errors():
     async def go():
-        async with proxy() as (c, be, _):
+        async with proxy() as (c, _be, _):
             assert_openai_error(await c.get("/v1/nothing"), 404, "unknown_url")
             assert_openai_error(await c.get("/v1/chat/completions"), 405, "method_not_allowed")
             assert (await c.get("/openapi.json")).json()["paths"]["/v1/chat/completions"]["post"]
     run(go())
 
 
-def test_stream_delivers_the_guarded_text_then_the_report_then_done():
+def stream_of(seg, finish="stop") -> list[TokenEvent]:
+    out = [TokenEvent(index=i, token=t, text=t.text) for i, t in enumerate(seg.tokens)]
+    out[-1].finish_reason, out[-1].prompt_tokens = finish, 12
+    return out
+
+
+def typical(n: int, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    return segment(list(rng.gamma(1.2, 0.9, n)), list(rng.uniform(1.0, 2.5, n)), Side.OUTPUT)
+
+
+def test_stream_releases_assessed_text_then_the_report_then_done():
     async def go():
-        async with proxy([benign(), generation(benign(25, seed=3))]) as (c, be, _):
-            r = await c.post("/v1/chat/completions", json=chat(stream=True, stream_options={"include_usage": True}))
+        seg = typical(25)
+        async with proxy([benign(), stream_of(seg)]) as (c, be, app):
+            r = await c.post("/v1/chat/completions", json=chat(stream=True, stream_options={"include_usage": True},
+                                                               logprobs=True, max_tokens=40))
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-            assert r.headers["x-guardrail-action"] in ("allow", "annotate")
+            assert r.headers["x-guardrail-action"] == "pending"  # known at the end: the report chunk says
             ev = sse_events(r.text)
             assert ev[-1] == "[DONE]"
             chunks = ev[:-1]
             assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-            text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
-            assert text.startswith("the river") and len(text.split()) == 25
-            assert len([ch for ch in chunks if ch["choices"] and ch["choices"][0]["delta"].get("content")]) == 25
+            content = [ch for ch in chunks if ch["choices"] and ch["choices"][0]["delta"].get("content")]
+            assert [len(ch["choices"][0]["logprobs"]["content"]) for ch in content] == [16, 9]
+            assert "".join(ch["choices"][0]["delta"]["content"] for ch in content) == seg.text
             fin = [ch for ch in chunks if ch["choices"] and ch["choices"][0]["finish_reason"]]
             assert len(fin) == 1 and fin[0]["choices"][0]["finish_reason"] == "stop"
             last = chunks[-1]
             assert last["choices"] == [] and last["usage"]["completion_tokens"] == 25
-            assert last["guardrail"]["action"] == r.headers["x-guardrail-action"]
+            g = last["guardrail"]
+            assert g["action"] in ("allow", "annotate") and g["stream"]["released_tokens"] == 25
+            assert [cp["tokens"] for cp in g["stream"]["checkpoints"]] == [16]
+            assert be.streams == [(25, True)]
+            assert app.state.guardrail.models[MODEL].admission.in_flight == 0
+    run(go())
+
+
+def test_degenerate_stream_is_cut_with_content_filter_and_the_backend_stream_closed():
+    async def go():
+        rng = np.random.default_rng(4)
+        seg = segment(list(rng.gamma(1.2, 0.9, 20)) + list(rng.uniform(10, 13, 200)),
+                      list(rng.uniform(1.0, 2.5, 220)), Side.OUTPUT,
+                      [f"ok{i % 7}" for i in range(20)] + [f"z{i}q" for i in range(200)])
+        async with proxy([benign(), stream_of(seg, "length")]) as (c, be, _app):
+            r = await c.post("/v1/chat/completions", json=chat(stream=True, max_tokens=256))
+            ev = sse_events(r.text)
+            fin = [ch for ch in ev[:-1] if ch["choices"] and ch["choices"][0]["finish_reason"]]
+            assert fin[0]["choices"][0]["finish_reason"] == "content_filter"
+            g = ev[-2]["guardrail"]
+            assert g["action"] == "reject" and g["stream"]["aborted_at"] <= 64
+            text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in ev[:-1] if ch["choices"])
+            assert len(text.split()) == g["stream"]["released_tokens"] < g["stream"]["aborted_at"]
+            assert be.streams == [(g["stream"]["aborted_at"], False)]  # the backend stream was closed early
+            m = (await c.get("/metrics")).text
+            assert 'guardrail_stream_aborts_total{policy="default"} 1.0' in m
+            saved = 256 - g["stream"]["aborted_at"]
+            assert f'guardrail_tokens_saved_total{{model="m"}} {float(saved)}' in m
+    run(go())
+
+
+def test_stream_with_a_rejected_prompt_is_a_plain_400():
+    async def go():
+        async with proxy([gibberish_suffix()]) as (c, be, app):
+            r = await c.post("/v1/chat/completions", json=chat(stream=True))
+            assert_openai_error(r, 400, "guardrail_rejected")
+            assert r.json()["guardrail"]["action"] == "reject" and [k for k, _ in be.calls] == ["score"]
+            assert app.state.guardrail.models[MODEL].admission.in_flight == 0
+    run(go())
+
+
+def test_backend_fault_mid_stream_ends_with_an_error_event_not_a_500():
+    async def go():
+        seg = typical(40)
+        events = [*stream_of(seg)[:20], BackendUnavailableError("connection reset by peer")]
+        async with proxy([benign(), events]) as (c, _be, app):
+            r = await c.post("/v1/chat/completions", json=chat(stream=True))
+            assert r.status_code == 200
+            ev = sse_events(r.text)
+            assert ev[-1] == "[DONE]" and "error" in ev[-2] and "connection reset" in ev[-2]["error"]["message"]
+            text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in ev[:-2] if ch.get("choices"))
+            assert len(text.split()) == 16  # what passed the first checkpoint, nothing unassessed
+            assert app.state.guardrail.models[MODEL].admission.in_flight == 0
+    run(go())
+
+
+def test_keepalive_comments_while_text_is_held_back():
+    async def go():
+        seg = typical(20)
+        async with proxy([benign(), stream_of(seg)]) as (c, be, _app):
+            be.delay = 0.02  # 20 tokens held back for the first checkpoint: ~0.4 s without a byte of text
+            import guardrail.proxy.streaming as st
+            old, st.KEEPALIVE_S = st.KEEPALIVE_S, 0.05
+            try:
+                r = await c.post("/v1/chat/completions", json=chat(stream=True))
+            finally:
+                st.KEEPALIVE_S = old
+            assert ": keep-alive" in r.text and sse_events(r.text)[-1] == "[DONE]"
     run(go())
 
 
@@ -314,7 +396,7 @@ def test_client_logprobs_trimmed_to_its_top_logprobs():
 
 def test_metrics_count_requests_actions_and_p_values():
     async def go():
-        async with proxy([benign(), generation(benign(40, seed=3)), gibberish_suffix()]) as (c, be, _):
+        async with proxy([benign(), generation(benign(40, seed=3)), gibberish_suffix()]) as (c, _be, _):
             await c.post("/v1/chat/completions", json=chat())
             await c.post("/v1/chat/completions", json=chat())
             await c.post("/v1/chat/completions", json={"model": MODEL})

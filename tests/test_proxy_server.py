@@ -142,6 +142,41 @@ def test_gcg_suffixed_prompt_is_rejected_with_the_span(server):
     assert any(s["end"] > start for s in spans), spans  # the flagged stretch reaches into the suffix
 
 
+def test_degenerate_stream_is_cut_early_and_its_generation_stopped(server):
+    client = openai.OpenAI(base_url=server.base, api_key="none", max_retries=0)
+    stream = client.chat.completions.create(
+        model=MODEL, max_tokens=200, temperature=1.9, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Write a short poem about the sea."}])
+    finish, report, usage = None, None, None
+    for ch in stream:
+        if ch.choices and ch.choices[0].finish_reason:
+            finish = ch.choices[0].finish_reason
+        if not ch.choices:
+            report, usage = ch.model_extra["guardrail"], ch.usage
+    assert finish == "content_filter" and report["action"] == "reject"
+    cut = report["stream"]["aborted_at"]
+    assert cut is not None and cut <= 32 and report["stream"]["released_tokens"] < cut
+    assert usage.completion_tokens == cut  # the generation stopped where the stream was cut
+
+
+def test_client_disconnect_mid_stream_frees_the_model(server):
+    base = server.base.removesuffix("/v1")
+    with httpx.Client(timeout=60) as c:
+        with c.stream("POST", server.base + "/chat/completions", json={
+                "model": MODEL, "max_tokens": 250, "temperature": 0, "stream": True,
+                "messages": [{"role": "user", "content": "Write a long essay about rivers."}]}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
+                    break  # one released chunk, then hang up
+        t = time.monotonic()
+        r = c.post(server.base + "/chat/completions", json={
+            "model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "Say hi."}]})
+        assert r.status_code == 200
+        assert time.monotonic() - t < 20  # not queued behind the abandoned 250-token generation
+        m = c.get(base + "/metrics").text
+        assert re.search(r'guardrail_in_flight\{model="smollm2-135m"\} 0\.0', m), m[-1500:]
+
+
 def test_metrics_count_what_the_server_did(server):
     # runs after the others in this module (file order)
     text = httpx.get(server.base.removesuffix("/v1") + "/metrics").text
@@ -151,6 +186,8 @@ def test_metrics_count_what_the_server_did(server):
     assert re.search(r'guardrail_actions_total\{action="reject",policy="default"\} [1-9]', text)
     assert re.search(r'guardrail_p_value_count\{baseline="[^"]+",side="prompt"\} [1-9]', text)
     assert 'guardrail_tokens_total{kind="completion",model="smollm2-135m"}' in text
+    assert re.search(r'guardrail_stream_aborts_total\{policy="default"\} [1-9]', text)
+    assert re.search(r'guardrail_tokens_saved_total\{model="smollm2-135m"\} [1-9]', text)
 
 
 def test_sigterm_lets_the_request_in_flight_finish():

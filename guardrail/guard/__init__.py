@@ -5,11 +5,11 @@ from .policy import Policy, PolicyError, load_policy, parse_policy, shipped_poli
 from .report import GuardReport, SideDecision
 from .result import GuardRejectedError, GuardResult
 from .review import InMemoryReviewQueue, ReviewQueue
-from .streaming import StreamDelta, StreamEnd, StreamEvent
+from .streaming import StreamDelta, StreamEnd, StreamEvent, StreamStart
 from .sync import SyncGuard, run_sync
 
 __all__ = [
     "Guard", "GuardRejectedError", "GuardReport", "GuardResult", "InMemoryReviewQueue", "Policy", "PolicyError",
-    "ReviewQueue", "SideDecision", "StreamDelta", "StreamEnd", "StreamEvent", "SyncGuard", "derive_seed", "load_policy", "parse_policy", "run_sync",
+    "ReviewQueue", "SideDecision", "StreamDelta", "StreamEnd", "StreamEvent", "StreamStart", "SyncGuard", "derive_seed", "load_policy", "parse_policy", "run_sync",
     "shipped_policies",
 ]

@@ -8,7 +8,6 @@ from typing import Any
 
 from ..errors import GuardrailError
 from ..types import Generation
-from ..types import Generation
 from .report import GuardReport
 
 __all__ = ["GuardRejectedError", "GuardResult"]

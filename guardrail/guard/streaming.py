@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import GenerationRequest, Message, TokenEvent
 from ..backends.openai_logprobs import Origin
 from ..types import Generation, Side, Token
-from .report import Attempt, SideDecision, Usage
+from .report import Attempt, GuardReport, SideDecision, Usage
 from .result import GuardResult
 from .stream_assess import StreamAssessor
 
 if TYPE_CHECKING:
     from .guard import Guard
 
-__all__ = ["StreamDelta", "StreamEnd", "StreamEvent", "stream_chat"]
+__all__ = ["StreamDelta", "StreamEnd", "StreamEvent", "StreamStart", "stream_chat"]
 
 
 @dataclass(slots=True)
@@ -39,6 +39,13 @@ class StreamDelta:
 
 
 @dataclass(slots=True)
+class StreamStart:
+    """The prompt passed: generation starts (the report so far: the prompt's decision, ids, baselines)."""
+
+    report: GuardReport
+
+
+@dataclass(slots=True)
 class StreamEnd:
     result: GuardResult
     finish_reason: str  # what the client's last chunk says: content_filter when cut, held or rejected
@@ -46,7 +53,7 @@ class StreamEnd:
     streamed: bool = False  # some text was released (False: it ended before generation, e.g. prompt rejected)
 
 
-StreamEvent = StreamDelta | StreamEnd
+StreamEvent = StreamStart | StreamDelta | StreamEnd
 
 
 def _release(held: list[TokenEvent]) -> StreamDelta:
@@ -86,6 +93,7 @@ async def stream_chat(
     held: list[TokenEvent] = []
     released, aborted, finish, n_prompt = 0, False, None, None
     assess_s = 0.0
+    yield StreamStart(report)
     t = guard._clock()
     agen = guard.backend.stream(req)
     try:

@@ -26,14 +26,17 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..backends.base import Backend
+from ..guard.guard import Guard
 from ..guard.result import GuardResult
+from ..guard.streaming import StreamEnd
 from .auth import KeyRing
 from .chat_request import ChatRequest, guard_messages
 from .config import ProxyConfig
 from .errors import ProxyError, error_response, from_exception
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
 from .responses import completion_body, sse_chunks
-from .state import ProxyState
+from .state import ProxyState, ServedModel
+from .streaming import GuardedStreamingResponse, sse_stream
 
 __all__ = ["create_app"]
 
@@ -175,34 +178,85 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
         max_tokens = req.max_new_tokens(cfg.limits.default_max_tokens, cfg.limits.max_tokens)
         temperature = req.temperature if req.temperature is not None else served.route.default_temperature
         assert served.admission is not None
+        kw = dict(model=req.model, max_tokens=max_tokens, temperature=temperature, top_p=req.top_p, seed=req.seed,
+                  stop=req.stop_list(), request_id=rid, top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0)
+        if req.stream:
+            return await _open_stream(served, guard, req, msgs, kw, rid, ctx)
         async with served.admission:
             metrics.in_flight.labels(req.model).inc()
             try:
                 async with asyncio.timeout(served.route.timeout_s):
-                    res = await guard.chat(msgs, model=req.model, max_tokens=max_tokens, temperature=temperature,
-                                           top_p=req.top_p, seed=req.seed, stop=req.stop_list(), request_id=rid,
-                                           top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0)
+                    res = await guard.chat(msgs, **kw)
             except TimeoutError:
                 raise ProxyError(504, f"no answer within {served.route.timeout_s:g} s", code="timeout") from None
             finally:
                 metrics.in_flight.labels(req.model).dec()
+        return _answer(res, req, msgs, rid, ctx)
+
+    def _observe(res: GuardResult, req: ChatRequest, msgs: list, rid: str, ctx: dict[str, Any]) -> None:
         metrics.observe(req.model, res.report)
         ctx.update(action=res.report.action, policy=res.report.policy)
         if cfg.log_content:
             log.info("content", extra={"request_id": rid, "messages": [m.model_dump() for m in msgs],
-                                       "output": res.content})
+                                       "output": res.report.attempts[-1].text if res.report.attempts else None})
+
+    def _answer(res: GuardResult, req: ChatRequest, msgs: list, rid: str, ctx: dict[str, Any]) -> Response:
+        _observe(res, req, msgs, rid, ctx)
         headers = _headers(res, rid)
         if res.error is not None:
             return JSONResponse({**res.error, "guardrail": res.report.model_dump(mode="json")},
                                 status_code=res.status, headers=headers)
         top = req.top_logprobs or 0
-        if req.stream:
+        if req.stream and res.completion is not None:  # ended before generation: a held or refusal completion
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(sse_chunks(res, model=req.model, include_usage=include_usage,
                                                 logprobs=req.logprobs, top_logprobs=top),
                                      media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         return JSONResponse(completion_body(res, model=req.model, logprobs=req.logprobs, top_logprobs=top),
                             headers=headers)
+
+    async def _open_stream(served: ServedModel, guard: Guard, req: ChatRequest, msgs: list, kw: dict[str, Any],
+                           rid: str, ctx: dict[str, Any]) -> Response:
+        adm = served.admission
+        assert adm is not None
+        await adm.__aenter__()
+        metrics.in_flight.labels(req.model).inc()
+        events = guard.stream(msgs, **kw)
+        closed = False
+
+        async def close() -> None:
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            try:
+                await events.aclose()
+            finally:
+                metrics.in_flight.labels(req.model).dec()
+                await adm.__aexit__(None, None, None)
+
+        try:
+            first = await anext(events)
+        except BaseException:
+            await close()
+            raise
+        if isinstance(first, StreamEnd):  # ended before generation: the prompt was rejected or held
+            await close()
+            return _answer(first.result, req, msgs, rid, ctx)
+
+        def on_end(end: StreamEnd) -> None:
+            _observe(end.result, req, msgs, rid, ctx)
+            if end.aborted and end.result.report.stream is not None:
+                metrics.aborts.labels(end.result.report.policy).inc()
+                metrics.tokens_saved.labels(req.model).inc(max(0, kw["max_tokens"] -
+                                                               (end.result.report.stream.aborted_at or 0)))
+
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        body = sse_stream(events, first, model=req.model, include_usage=include_usage, logprobs=req.logprobs,
+                          top_logprobs=req.top_logprobs or 0, on_end=on_end, on_close=close)
+        headers = {"x-request-id": rid, "x-guardrail-action": "pending", "x-guardrail-policy": guard.policy.name,
+                   "x-guardrail-overhead-ms": f"{first.report.timings.screen_ms:.1f}", "cache-control": "no-cache"}
+        return GuardedStreamingResponse(body, on_close=close, media_type="text/event-stream", headers=headers)
 
     return app
 

@@ -35,6 +35,9 @@ class ProxyMetrics:
         self.p_values = Histogram("guardrail_p_value", "conformal p-values per baseline: the realised flag rate at "
                                   "alpha is the bucket le=alpha over the count", ["baseline", "side"], buckets=_P,
                                   registry=r)
+        self.aborts = Counter("guardrail_stream_aborts", "streams cut at a checkpoint", ["policy"], registry=r)
+        self.tokens_saved = Counter("guardrail_tokens_saved", "output tokens not generated thanks to an early abort "
+                                    "(max_tokens minus the tokens generated when cut)", ["model"], registry=r)
         self.in_flight = Gauge("guardrail_in_flight", "requests being handled", ["model"], registry=r)
 
     def observe(self, model: str, report: GuardReport) -> None:

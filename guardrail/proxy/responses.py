@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..guard.result import GuardResult
-from ..types import Flag, Generation
+from ..types import Flag, Token
 
 __all__ = ["completion_body", "logprobs_content", "sse_chunks"]
 
@@ -19,10 +19,10 @@ def _lp(x: float | None) -> float:
     return -9999.0 if x is None else float(x)  # OpenAI's own clamp for a value it has not got
 
 
-def logprobs_content(gen: Generation, top: int) -> list[dict[str, Any]]:
-    """OpenAI ``choices[0].logprobs.content`` from the delivered generation (end-of-turn tokens left out)."""
+def logprobs_content(tokens: Sequence[Token], top: int) -> list[dict[str, Any]]:
+    """OpenAI ``choices[0].logprobs.content`` from delivered tokens (end-of-turn tokens left out)."""
     out = []
-    for t in gen.output.tokens:
+    for t in tokens:
         if Flag.SPECIAL in t.flags:
             continue
         out.append({"token": t.text, "logprob": _lp(t.logprob), "bytes": list(t.bytes),
@@ -36,7 +36,8 @@ def completion_body(res: GuardResult, *, model: str, logprobs: bool, top_logprob
     comp["model"] = model
     if logprobs and res.generation is not None and comp.get("choices"):
         choice = dict(comp["choices"][0])
-        choice["logprobs"] = {"content": logprobs_content(res.generation, top_logprobs), "refusal": None}
+        choice["logprobs"] = {"content": logprobs_content(res.generation.output.tokens, top_logprobs),
+                              "refusal": None}
         comp["choices"] = [choice]
     comp["guardrail"] = res.report.model_dump(mode="json")
     return comp
@@ -63,7 +64,8 @@ def sse_chunks(res: GuardResult, *, model: str, include_usage: bool, logprobs: b
     choice = (comp.get("choices") or [{}])[0]
     text = (choice.get("message") or {}).get("content") or ""
     finish = choice.get("finish_reason") or "stop"
-    lps = logprobs_content(res.generation, top_logprobs) if logprobs and res.generation is not None else None
+    lps = (logprobs_content(res.generation.output.tokens, top_logprobs) if logprobs and res.generation is not None
+           else None)
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None, lp: Any = None, **extra: Any) -> bytes:
         body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,

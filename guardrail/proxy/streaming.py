@@ -1,0 +1,99 @@
+"""``stream: true`` through the Guard: the SSE response grows as the Guard releases assessed text.
+
+The prompt is screened before the response starts, so a rejected prompt is still a plain HTTP 400.  Then the
+headers go out (the final action is not known yet: ``x-guardrail-action: pending``), released text follows
+chunk by chunk (an SSE comment keeps the connection alive while text is held back), and the stream ends with
+the finish chunk (``content_filter`` when cut or rejected), one chunk without choices carrying the report (and
+the usage when asked), and ``data: [DONE]``.  A client that goes away closes the Guard's stream, which closes
+the backend's: the generation is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from ..guard.streaming import StreamDelta, StreamEnd, StreamEvent, StreamStart
+from .errors import from_exception
+from .responses import logprobs_content
+
+log = logging.getLogger("guardrail.proxy")
+
+__all__ = ["KEEPALIVE_S", "GuardedStreamingResponse", "sse_stream"]
+
+KEEPALIVE_S = 10.0
+
+
+class GuardedStreamingResponse(StreamingResponse):
+    """Runs ``on_close`` however the response ends, even when the body was never started (a client gone
+    before the first byte): the Guard's stream is closed and the admission slot released exactly once."""
+
+    def __init__(self, content: Any, *, on_close: Callable[[], Awaitable[None]], **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._on_close()
+
+
+def _data(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+async def sse_stream(events: AsyncIterator[StreamEvent], start: StreamStart, *, model: str, include_usage: bool,
+                     logprobs: bool, top_logprobs: int, on_end: Callable[[StreamEnd], None],
+                     on_close: Callable[[], Awaitable[None]], keepalive_s: float | None = None) -> AsyncIterator[bytes]:
+    cid, created = f"chatcmpl-{start.report.request_id}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
+        return _data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
+
+    keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
+    pending: asyncio.Future[StreamEvent] | None = None
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        while True:
+            pending = asyncio.ensure_future(anext(events))
+            while not (await asyncio.wait({pending}, timeout=keepalive_s))[0]:
+                yield b": keep-alive\n\n"
+            ev, pending = pending.result(), None
+            if isinstance(ev, StreamDelta):
+                if ev.text or ev.tokens:
+                    lp = ({"content": logprobs_content(ev.tokens, top_logprobs), "refusal": None}
+                          if logprobs else None)
+                    yield chunk({"content": ev.text}, lp=lp)
+            elif isinstance(ev, StreamEnd):
+                on_end(ev)
+                yield chunk({}, ev.finish_reason)
+                last: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                        "model": model, "choices": []}
+                if include_usage:
+                    last["usage"] = ev.result.report.usage.model_dump()
+                last["guardrail"] = ev.result.report.model_dump(mode="json")
+                yield _data(last)
+                yield b"data: [DONE]\n\n"
+                return
+    except StopAsyncIteration:  # the Guard always ends with StreamEnd; a stream without one is cut short
+        return
+    except Exception as e:  # a backend fault mid-stream: the status is sent already, so an error event ends it
+        err = from_exception(e)
+        log.warning("stream ended by an error", extra={"request_id": start.report.request_id, "status": err.status,
+                                                        "error": err.message})
+        yield _data({"error": {"message": err.message, "type": "backend_error" if err.status >= 500 else
+                               "invalid_request_error", "param": None, "code": err.code}})
+        yield b"data: [DONE]\n\n"
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await on_close()  # closes the Guard's stream, so the backend's: the generation stops
