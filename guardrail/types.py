@@ -133,3 +133,8 @@ class Generation:
     finish_reason: str
     prompt_tokens: int
     prompt: Segment | None = None  # present when the backend also scored the prompt
+    # pass-through backends: the answer's message fields besides role and content (tool_calls, refusal ...) and
+    # its top-level fields worth returning (system_fingerprint ...), as the backend sent them
+    message_extra: dict[str, Any] = field(default_factory=dict)
+    response_extra: dict[str, Any] = field(default_factory=dict)
+    completion_tokens: int | None = None  # the backend's count where it differs from len(output.tokens)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -84,6 +84,7 @@ class Capabilities(BaseModel):
     tokenizer: str
     exact_entropy: bool = False  # entropy from the full distribution, not a top-k lower bound
     streaming: bool = True
+    passthrough: bool = False  # forwards GenerationRequest.extra / raw_messages as they came
 
 
 class Message(BaseModel):
@@ -104,6 +105,11 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     score_prompt: bool = False  # also return the prompt segment (template tokens flagged special)
+    logprobs: bool = True  # ask for output logprobs (off when nothing needs the serving model's own)
+    # pass-through (backends with Capabilities.passthrough): fields forwarded as they came (tools,
+    # response_format, vendor fields ...) and the messages as the client sent them (content parts, tool calls)
+    extra: dict[str, Any] = Field(default_factory=dict)
+    raw_messages: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)

@@ -122,6 +122,9 @@ class LlamaCppBackend(BackendBase):
         return gen
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        if request.extra or request.raw_messages is not None:
+            name = next(iter(request.extra), "raw_messages")
+            raise InputError(f"{name}: the embedded model does not take pass-through fields")
         await self._gate.acquire()
         try:
             async for ev in self._stream_locked(request):

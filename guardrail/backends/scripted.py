@@ -2,7 +2,7 @@
 
 Every call takes the next entry of the script, in order, whatever the method:
 
-* ``score`` / ``score_many`` (one entry per text) expect a :class:`~guardrail.types.Segment`;
+* ``score`` / ``score_many`` (one entry per text) / ``score_reply`` expect a :class:`~guardrail.types.Segment`;
 * ``generate`` expects a :class:`~guardrail.types.Generation`;
 * ``stream`` expects a list of :class:`~guardrail.backends.base.TokenEvent` in which an exception instance
   is raised at its place (a fault mid-stream);
@@ -84,6 +84,10 @@ class ScriptedBackend(BackendBase):
 
     async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]:
         return [await self._next("score", t, Segment) for t in texts]
+
+    async def score_reply(self, messages: Sequence[dict[str, str]], reply: str) -> Segment:
+        """Teacher-forcing a reply (the embedded scorer's output path): the next Segment of the script."""
+        return await self._next("score_reply", (list(messages), reply), Segment)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         return await self._next("generate", request, Generation)

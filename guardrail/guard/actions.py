@@ -43,8 +43,12 @@ def deliver(report: GuardReport, cand: Candidate, action: str) -> GuardResult:
     report.action = action  # type: ignore[assignment]
     if cand.text is None:  # prompt-side decision before any generation: nothing to deliver yet
         return GuardResult(completion=None, report=report)
-    comp = chat_completion(report.request_id, cand.model, cand.text, cand.finish_reason or "stop", report.usage)
-    return GuardResult(completion=comp, report=report, generation=cand.generation)
+    gen = cand.generation
+    content = cand.text if cand.text or gen is None or not gen.message_extra.get("tool_calls") else None
+    comp = chat_completion(report.request_id, cand.model, content, cand.finish_reason or "stop", report.usage,
+                           gen.message_extra if gen is not None else None, gen.response_extra if gen is not None
+                           else None)
+    return GuardResult(completion=comp, report=report, generation=gen)
 
 
 class Allow:

@@ -10,12 +10,16 @@ from .report import Usage
 __all__ = ["chat_completion", "error_body"]
 
 
-def chat_completion(request_id: str, model: str, content: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
+def chat_completion(request_id: str, model: str, content: str | None, finish_reason: str, usage: Usage,
+                    message_extra: dict[str, Any] | None = None,
+                    response_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``message_extra`` / ``response_extra``: what a pass-through backend answered besides the text (tool calls,
+    refusal, system_fingerprint ...), returned as it came."""
+    message: dict[str, Any] = {"role": "assistant", "content": content, **(message_extra or {})}
     return {
         "id": f"chatcmpl-{request_id}", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": None,
-                     "finish_reason": finish_reason}],
-        "usage": usage.model_dump(),
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage.model_dump(), **(response_extra or {}),
     }
 
 

@@ -102,20 +102,24 @@ class Guard:
     async def chat(
         self, messages: Sequence[Message | Mapping[str, Any]], *, model: str | None = None, max_tokens: int = 256,
         temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | str = (),
-        request_id: str | None = None, top_logprobs: int = 0,
+        request_id: str | None = None, top_logprobs: int = 0, logprobs: bool = False,
+        extra: Mapping[str, Any] | None = None, raw_messages: Sequence[Mapping[str, Any]] | None = None,
     ) -> GuardResult:
         """One guarded chat completion: the completion (or None, or a held/refusal one) and the report.
-        ``top_logprobs``: alternatives per output token to ask the backend for (the delivered generation is on
-        the result)."""
+        ``logprobs`` / ``top_logprobs``: the caller wants the output's logprobs (the delivered generation is on
+        the result; otherwise the backend is asked for them only when the serving model's own judge the output).
+        ``extra`` / ``raw_messages``: forwarded as they came by a pass-through backend (tools, response_format,
+        content parts ...); ``messages`` are then the texts screened."""
         t0 = self._clock()
         msgs = _messages(messages)
         report, cand = self._start(request_id, model)
         prompt_action, ended = await self._screen(msgs, report, cand)
         if ended is not None:
             return self._done(ended, t0)
-        out_action, out_reason = await self._ladder(
-            msgs, report, cand, report.request_id, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-            stop=[stop] if isinstance(stop, str) else list(stop), top_logprobs=top_logprobs)
+        base = self.request_base(msgs, max_tokens=max_tokens, stop=stop, top_logprobs=top_logprobs,
+                                 logprobs=logprobs, extra=extra, raw_messages=raw_messages)
+        out_action, out_reason = await self._ladder(base, report, cand, temperature=temperature, top_p=top_p,
+                                                    seed=seed)
         return await self._finish(report, cand, prompt_action, out_action, out_reason, t0)
 
     async def _finish(self, report: GuardReport, cand: Candidate, prompt_action: str, out_action: str,
@@ -205,18 +209,33 @@ class Guard:
             await self.scorer.aclose()
 
     # ------------------------------------------------------------------ the ladder
-    async def _ladder(self, msgs: list[Message], report: GuardReport, cand: Candidate, rid: str, *, max_tokens: int,
-                      temperature: float, top_p: float, seed: int | None, stop: list[str],
-                      top_logprobs: int = 0) -> tuple[str, str]:
+    def request_base(self, msgs: list[Message], *, max_tokens: int, stop: Sequence[str] | str, top_logprobs: int,
+                     logprobs: bool, extra: Mapping[str, Any] | None,
+                     raw_messages: Sequence[Mapping[str, Any]] | None) -> GenerationRequest:
+        """The generation request every attempt starts from (sampling set per attempt)."""
+        own = self._judge_by.get("output", ("", self.backend))[0] == "serving"
+        return GenerationRequest(messages=msgs, max_tokens=max_tokens, stop=[stop] if isinstance(stop, str) else
+                                 list(stop), top_logprobs=top_logprobs, logprobs=logprobs or own or top_logprobs > 0,
+                                 extra=dict(extra or {}),
+                                 raw_messages=[dict(m) for m in raw_messages] if raw_messages is not None else None)
+
+    def attempt_request(self, base: GenerationRequest, sampling: Sampling) -> GenerationRequest:
+        """``base`` with an attempt's sampling (and its corrective system note, if any)."""
+        upd: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
+        if sampling.system_note is not None:
+            upd["messages"] = [Message(role="system", content=sampling.system_note), *base.messages]
+            if base.raw_messages is not None:
+                upd["raw_messages"] = [{"role": "system", "content": sampling.system_note}, *base.raw_messages]
+        return base.model_copy(update=upd)
+
+    async def _ladder(self, base: GenerationRequest, report: GuardReport, cand: Candidate, *, temperature: float,
+                      top_p: float, seed: int | None) -> tuple[str, str]:
         pol, t0 = self.policy, self._clock()
-        attempt = 0
+        attempt, rid, max_tokens = 0, report.request_id, base.max_tokens
         while True:
             sampling = self._sampling(attempt, rid, max_tokens, temperature, top_p, seed)
-            req_msgs = msgs if sampling.system_note is None else [Message(role="system", content=sampling.system_note),
-                                                                   *msgs]
-            req = GenerationRequest(messages=req_msgs, max_tokens=max_tokens, temperature=sampling.temperature,
-                                    top_p=sampling.top_p, seed=sampling.seed, stop=stop,
-                                    top_logprobs=top_logprobs)
+            req = self.attempt_request(base, sampling)
+            req_msgs = req.messages
             t = self._clock()
             gen = await self.backend.generate(req)
             gen_ms = (self._clock() - t) * 1e3
@@ -303,13 +322,17 @@ class Guard:
         if kind == "serving":
             b, regime = self._regime(temperature)
             b = b or self.baselines["output"]
-        if not gen.output.text.strip():
+        text = judged_text(gen)
+        if not text.strip():
             v = unscorable("output", "empty output", scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
+        elif kind == "serving" and not any(t.scored for t in gen.output.tokens):
+            v = unscorable("output", "the backend returned no output logprobs", scorer=scorer.scorer.id,
+                           scorer_kind=kind, baseline=b.id)
         elif kind == "serving":
             v = judge(b, gen.output, side="output", scorer_kind=kind)
         else:
             try:
-                seg = await scorer.score_reply([m.model_dump() for m in msgs], gen.output.text)  # type: ignore[attr-defined]
+                seg = await scorer.score_reply([m.model_dump() for m in msgs], text)  # type: ignore[attr-defined]
             except (BackendError, InputError) as e:
                 v = unscorable("output", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
             else:
@@ -371,5 +394,15 @@ def _messages(messages: Sequence[Message | Mapping[str, Any]]) -> list[Message]:
 
 
 def _n_output(gen: Generation) -> int:
-    return len(gen.output.tokens)
+    return gen.completion_tokens if gen.completion_tokens is not None else len(gen.output.tokens)
+
+
+def judged_text(gen: Generation) -> str:
+    """What the output side judges: the answer's text, or, for an answer that is only tool calls, their
+    arguments (what an agent would act on)."""
+    if gen.output.text.strip():
+        return gen.output.text
+    calls = gen.message_extra.get("tool_calls") or []
+    args = [c.get("function", {}).get("arguments") for c in calls if isinstance(c, dict)]
+    return "\n".join(a for a in args if isinstance(a, str))
 

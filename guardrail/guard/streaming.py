@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import GenerationRequest, Message, TokenEvent
+from ..backends.base import Message, TokenEvent
 from ..backends.openai_logprobs import Origin
 from ..types import Generation, Side, Token
 from .report import Attempt, GuardReport, SideDecision, Usage
@@ -63,7 +63,8 @@ def _release(held: list[TokenEvent]) -> StreamDelta:
 async def stream_chat(
     guard: Guard, messages: Sequence[Message | Mapping[str, Any]], *, model: str | None = None, max_tokens: int = 256,
     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | str = (),
-    request_id: str | None = None, top_logprobs: int = 0,
+    request_id: str | None = None, top_logprobs: int = 0, logprobs: bool = False,
+    extra: Mapping[str, Any] | None = None, raw_messages: Sequence[Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[StreamEvent]:
     from .guard import _messages
 
@@ -77,9 +78,9 @@ async def stream_chat(
         return
     pol = guard.policy
     sampling = guard._sampling(0, report.request_id, max_tokens, temperature, top_p, seed)
-    req = GenerationRequest(messages=msgs, max_tokens=max_tokens, temperature=sampling.temperature,
-                            top_p=sampling.top_p, seed=sampling.seed, stop=[stop] if isinstance(stop, str) else list(stop),
-                            top_logprobs=top_logprobs)
+    req = guard.attempt_request(guard.request_base(msgs, max_tokens=max_tokens, stop=stop, top_logprobs=top_logprobs,
+                                                   logprobs=logprobs, extra=extra, raw_messages=raw_messages),
+                                sampling)
     kind = guard._judge_by["output"][0] if "output" in guard._judge_by else None
     assessor = None
     out_baseline = guard.baselines.get("output")
@@ -142,8 +143,8 @@ async def stream_chat(
             out_action = pol.regenerate.on_exhausted
             decision.reason += f"; a streamed answer cannot be regenerated: {out_action}"  # type: ignore[union-attr]
     score_ms = (guard._clock() - t + assess_s) * 1e3
-    usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=len(tokens),
-                  total_tokens=gen.prompt_tokens + len(tokens))
+    n_out = len(tokens) or sum(1 for e in events if e.text)  # without logprobs: one event per streamed piece
+    usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=n_out, total_tokens=gen.prompt_tokens + n_out)
     report.usage = usage
     report.attempts.append(Attempt(index=0, sampling=sampling, action=out_action, output=decision,
                                    finish_reason=gen.finish_reason, text=text, usage=usage, generate_ms=gen_ms,

@@ -36,7 +36,7 @@ from .errors import ProxyError, error_response, from_exception
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
 from .responses import completion_body, sse_chunks
 from .state import ProxyState, ServedModel
-from .streaming import GuardedStreamingResponse, sse_stream
+from .streaming import GuardedStreamingResponse, GuardStream, sse_stream
 
 __all__ = ["create_app"]
 
@@ -173,13 +173,17 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
         guard = served.guard(policy, domain)
         keys.authorize(key, req.model, guard.policy.name)
         keys.admit(key)
-        req.check_supported(served.route.backend)
-        msgs = guard_messages(req, cfg.limits.max_prompt_chars)
+        passthrough = served.backend.capabilities.passthrough
+        req.check_supported(served.route.backend, passthrough)
+        msgs = guard_messages(req, cfg.limits.max_prompt_chars, passthrough)
         max_tokens = req.max_new_tokens(cfg.limits.default_max_tokens, cfg.limits.max_tokens)
         temperature = req.temperature if req.temperature is not None else served.route.default_temperature
         assert served.admission is not None
         kw = dict(model=req.model, max_tokens=max_tokens, temperature=temperature, top_p=req.top_p, seed=req.seed,
-                  stop=req.stop_list(), request_id=rid, top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0)
+                  stop=req.stop_list(), request_id=rid, top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
+                  logprobs=req.logprobs)
+        if passthrough:
+            kw.update(extra=req.passthrough(), raw_messages=req.messages)
         if req.stream:
             return await _open_stream(served, guard, req, msgs, kw, rid, ctx)
         async with served.admission:
@@ -221,7 +225,7 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
         assert adm is not None
         await adm.__aenter__()
         metrics.in_flight.labels(req.model).inc()
-        events = guard.stream(msgs, **kw)
+        events = GuardStream(guard.stream(msgs, **kw))
         closed = False
 
         async def close() -> None:
@@ -236,7 +240,7 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
                 await adm.__aexit__(None, None, None)
 
         try:
-            first = await anext(events)
+            first = await anext(events.events)
         except BaseException:
             await close()
             raise

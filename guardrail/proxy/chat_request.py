@@ -70,26 +70,39 @@ class ChatRequest(BaseModel):
             raise ProxyError(400, "stop: at most 4 sequences", param="stop")
         return [s for s in stops if s]
 
-    def check_supported(self, backend: str) -> None:
-        """A field this path cannot honour is a 400 naming it (tools, response_format, n > 1, ...)."""
+    def passthrough(self) -> dict[str, Any]:
+        """The fields the guard does not read, to forward as they came (a pass-through backend)."""
+        return {k: v for k, v in (self.model_extra or {}).items() if k != "stream_options"}
+
+    def check_supported(self, backend: str, passthrough: bool = False) -> None:
+        """A field this path cannot honour is a 400 naming it (tools, response_format, n > 1, ...).  A
+        pass-through backend takes them all, except what the guard itself cannot follow (n > 1; tool-call
+        deltas in a stream)."""
         if self.top_logprobs and not self.logprobs:
             raise ProxyError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
-        for name, value in (self.model_extra or {}).items():
+        if self.n not in (None, 1):
+            raise ProxyError(400, f"n = {self.n}: one choice per request through the guard", param="n",
+                             code="unsupported_parameter")
+        extra = self.model_extra or {}
+        if passthrough:
+            for name in ("tools", "functions"):
+                if self.stream and extra.get(name):
+                    raise ProxyError(400, f"{name} with stream: true is not supported through the guard yet; "
+                                          f"send it without stream", param=name, code="unsupported_parameter")
+            return
+        for name, value in extra.items():
             if name in _HARMLESS:
                 continue
             if name in _NEUTRAL and (value == _NEUTRAL[name] or value is None or value == {"type": "text"}):
                 continue
             raise ProxyError(400, f"{name}: not supported by model {self.model!r} (backend {backend}) through the "
                                   f"guard; remove it", param=name, code="unsupported_parameter")
-        if self.n not in (None, 1):
-            raise ProxyError(400, f"n = {self.n}: one choice per request through the guard", param="n",
-                             code="unsupported_parameter")
 
 
-def _content(m: dict[str, Any], i: int) -> str:
+def _content(m: dict[str, Any], i: int, passthrough: bool) -> str:
     c = m.get("content")
     if c is None:
-        if m.get("tool_calls") or m.get("function_call"):
+        if (m.get("tool_calls") or m.get("function_call")) and not passthrough:
             raise ProxyError(400, f"messages[{i}]: tool calls are not supported by this backend path",
                              param=f"messages[{i}].tool_calls", code="unsupported_parameter")
         return ""
@@ -98,6 +111,8 @@ def _content(m: dict[str, Any], i: int) -> str:
     if isinstance(c, list):
         parts = []
         for j, part in enumerate(c):
+            if passthrough and isinstance(part, dict) and part.get("type") not in ("text", None):
+                continue  # forwarded as it came; the guard screens the text parts
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise ProxyError(400, f"messages[{i}].content[{j}]: only text parts are supported here (got "
@@ -111,15 +126,16 @@ _ROLES: tuple[Literal["system", "user", "assistant", "tool", "developer"], ...] 
     "system", "user", "assistant", "tool", "developer")
 
 
-def guard_messages(req: ChatRequest, max_chars: int) -> list[Message]:
-    """The request's messages as the Guard takes them (text parts joined), with the size limit applied."""
+def guard_messages(req: ChatRequest, max_chars: int, passthrough: bool = False) -> list[Message]:
+    """The request's messages as the Guard screens them (text parts joined; with a pass-through backend other
+    parts and tool calls are forwarded, not screened), with the size limit applied."""
     out, total = [], 0
     for i, m in enumerate(req.messages):
         role = m.get("role")
         if role not in _ROLES:
             raise ProxyError(400, f"messages[{i}].role: one of {', '.join(_ROLES)} (got {role!r})",
                              param=f"messages[{i}].role")
-        text = _content(m, i)
+        text = _content(m, i, passthrough)
         total += len(text)
         out.append(Message(role=role, content=text))
     if total > max_chars:

@@ -48,6 +48,10 @@ class ModelRoute(_Strict):
     domain: str | None = Field(None, description="baseline name both sides use when a request chooses none "
                                                  "(None: the policy's own)")
     domains: list[str] = Field(default_factory=list, description="domains a request may choose")
+    client: Literal["auto", "httpx", "litellm"] = Field(
+        "auto", description="how to reach a non-embedded backend: httpx (one shared client, pass-through; an "
+                            "OpenAI-compatible api_base), litellm (any provider it knows), auto: httpx when api_base "
+                            "is set")
     timeout_s: float = Field(120.0, gt=0, description="backend timeout (HTTP 504 past it)")
     default_temperature: float = Field(0.0, ge=0.0, le=2.0, description="when a request sets none (0: greedy, "
                                        "a regime the embedded model's own-generation baseline was fitted for)")

@@ -102,14 +102,21 @@ class ProxyState:
             return self._given[name]
         if route.backend == "embedded":
             return self._embedded()
-        from ..backends.litellm import LiteLLMBackend
-
         key = None
         if route.api_key_env:
             key = os.environ.get(route.api_key_env)
             if key is None:
                 raise ConfigError(f"models.{name}.api_key_env: the environment variable {route.api_key_env} is "
                                   f"not set")
+        if route.client == "httpx" or (route.client == "auto" and route.api_base):
+            if not route.api_base:
+                raise ConfigError(f"models.{name}: client httpx needs api_base (an OpenAI-compatible …/v1 URL)")
+            from ..backends.openai_http import OpenAIHTTPBackend
+
+            return OpenAIHTTPBackend(route.api_base, route.backend.partition("/")[2], api_key=key,
+                                     timeout=route.timeout_s)
+        from ..backends.litellm import LiteLLMBackend
+
         return LiteLLMBackend(route.backend, api_base=route.api_base, api_key=key, timeout=route.timeout_s)
 
     def build(self) -> None:

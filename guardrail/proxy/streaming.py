@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 from fastapi.responses import StreamingResponse
 
 from ..guard.streaming import StreamDelta, StreamEnd, StreamEvent, StreamStart
@@ -25,7 +26,7 @@ from .responses import logprobs_content
 
 log = logging.getLogger("guardrail.proxy")
 
-__all__ = ["KEEPALIVE_S", "GuardedStreamingResponse", "sse_stream"]
+__all__ = ["KEEPALIVE_S", "GuardStream", "GuardedStreamingResponse", "sse_stream"]
 
 KEEPALIVE_S = 10.0
 
@@ -45,11 +46,45 @@ class GuardedStreamingResponse(StreamingResponse):
             await self._on_close()
 
 
+class GuardStream:
+    """The Guard's event stream and its one pending read (a task, so that keep-alives can go out while it
+    waits).  Closed once, by whoever gets there first (the body's end, a client gone, a response never
+    started): the pending read is cancelled first -- closing a generator that a task is still reading would
+    fail and leave the backend's stream running -- then the generator, which closes the backend's stream."""
+
+    def __init__(self, events: AsyncIterator[StreamEvent]) -> None:
+        self.events = events
+        self._pending: asyncio.Future[StreamEvent] | None = None
+        self._closed = False
+
+    async def next(self, wait_s: float) -> StreamEvent | None:
+        """The next event, or None when ``wait_s`` passed without one (the read goes on)."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(anext(self.events))
+        done, _ = await asyncio.wait({self._pending}, timeout=wait_s)
+        if not done:
+            return None
+        fut, self._pending = self._pending, None
+        return fut.result()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # shielded: a client gone means Starlette is cancelling this task, and every unshielded await would be
+        # cancelled before the backend's stream is closed
+        with anyio.CancelScope(shield=True):
+            if self._pending is not None and not self._pending.done():
+                self._pending.cancel()
+                await asyncio.gather(self._pending, return_exceptions=True)
+            await self.events.aclose()
+
+
 def _data(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-async def sse_stream(events: AsyncIterator[StreamEvent], start: StreamStart, *, model: str, include_usage: bool,
+async def sse_stream(events: GuardStream, start: StreamStart, *, model: str, include_usage: bool,
                      logprobs: bool, top_logprobs: int, on_end: Callable[[StreamEnd], None],
                      on_close: Callable[[], Awaitable[None]], keepalive_s: float | None = None) -> AsyncIterator[bytes]:
     cid, created = f"chatcmpl-{start.report.request_id}", int(time.time())
@@ -59,14 +94,13 @@ async def sse_stream(events: AsyncIterator[StreamEvent], start: StreamStart, *, 
                       "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
 
     keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
-    pending: asyncio.Future[StreamEvent] | None = None
     try:
         yield chunk({"role": "assistant", "content": ""})
         while True:
-            pending = asyncio.ensure_future(anext(events))
-            while not (await asyncio.wait({pending}, timeout=keepalive_s))[0]:
+            ev = await events.next(keepalive_s)
+            if ev is None:
                 yield b": keep-alive\n\n"
-            ev, pending = pending.result(), None
+                continue
             if isinstance(ev, StreamDelta):
                 if ev.text or ev.tokens:
                     lp = ({"content": logprobs_content(ev.tokens, top_logprobs), "refusal": None}
@@ -93,7 +127,4 @@ async def sse_stream(events: AsyncIterator[StreamEvent], start: StreamStart, *, 
                                "invalid_request_error", "param": None, "code": err.code}})
         yield b"data: [DONE]\n\n"
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
         await on_close()  # closes the Guard's stream, so the backend's: the generation stops

@@ -1,0 +1,179 @@
+"""An OpenAI-compatible server (vLLM, llama.cpp's server, OpenAI itself) over one shared httpx client: the
+proxy's hot path, and its pass-through.
+
+One ``POST /chat/completions`` per generation: the request's pass-through fields (tools, response_format,
+vendor fields such as vLLM's) and the client's own messages go as they came; the answer's tool calls, refusal
+and system fingerprint come back on the Generation.  Output logprobs are asked for only when the request says
+so (``GenerationRequest.logprobs``); an answer without them is a Generation whose output has no tokens, which
+the Guard judges unscorable (its fail mode), never a score of 0.  Prompt logprobs are not asked for here (the
+embedded scorer screens prompts).  Faults map into guardrail's BackendError tree.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from ..errors import (
+    BackendBusyError,
+    BackendHTTPError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    UnscorableError,
+)
+from ..types import Generation, LogprobMode, Segment, Side
+from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
+from .openai_logprobs import Origin, chat_output_segment
+from .stream_assembler import StreamAssembler
+
+__all__ = ["OpenAIHTTPBackend"]
+
+_MESSAGE_CORE = ("role", "content")
+_RESPONSE_EXTRA = ("system_fingerprint", "service_tier")
+
+
+class OpenAIHTTPBackend(BackendBase):
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
+                 chunk_timeout: float | None = None, client: httpx.AsyncClient | None = None,
+                 logprob_mode: LogprobMode = LogprobMode.RAW, tokenizer: str | None = None,
+                 max_top_k: int | None = 20) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, read=chunk_timeout or timeout),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        host = urlsplit(self.base_url).netloc or self.base_url
+        tok = tokenizer or f"served:{model}"
+        self._scorer = ScorerInfo(backend="openai_http", model=model, weights=f"served:{model}", tokenizer=tok,
+                                  logprob_mode=logprob_mode, settings={"server": host})
+        self._caps = Capabilities(prompt_logprobs=False, output_logprobs=True, max_top_k=max_top_k,
+                                  logprob_mode=logprob_mode, tokenizer=tok, passthrough=True)
+        self._origin = Origin.of(self._scorer)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.model} at {self.base_url}"
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    async def score(self, text: str, *, side: Side = Side.TEXT) -> Segment:
+        raise UnscorableError(f"{self._where}: no prompt logprobs through this backend (the embedded scorer "
+                              f"screens prompts)")
+
+    async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]:
+        return [await self.score(t, side=side) for t in texts]
+
+    def _body(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = dict(req.extra)
+        body.update(model=self.model, max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
+                    messages=req.raw_messages if req.raw_messages is not None else
+                    [m.model_dump() for m in req.messages])
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if req.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = req.top_logprobs
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    @asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except httpx.TimeoutException as e:
+            raise BackendTimeoutError(f"{self._where}: no answer in time ({type(e).__name__})") from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+            raise BackendUnavailableError(f"{self._where}: {type(e).__name__}: {e or 'connection lost'}") from None
+
+    async def _raise_for(self, r: httpx.Response) -> None:
+        if r.status_code < 400:
+            return
+        raw = (await r.aread()).decode("utf-8", "replace")
+        try:
+            msg = json.loads(raw)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            msg = raw[:240] or r.reason_phrase
+        if r.status_code == 429:
+            retry = r.headers.get("retry-after", "1")
+            raise BackendBusyError(f"{self._where}: {msg}", float(retry) if retry.replace(".", "").isdigit() else 1.0)
+        raise BackendHTTPError(f"{self._where}: HTTP {r.status_code}: {' '.join(str(msg).split())[:240]}",
+                               r.status_code)
+
+    async def generate(self, request: GenerationRequest) -> Generation:
+        async with self._errors():
+            r = await self._client.post(f"{self.base_url}/chat/completions", json=self._body(request, stream=False),
+                                        headers=self._headers)
+            await self._raise_for(r)
+        try:
+            body = r.json()
+            choice = body["choices"][0]
+            msg = choice.get("message") or {}
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BackendHTTPError(f"{self._where}: not a chat completion: {r.text[:200]!r}", 502) from None
+        text = msg.get("content") or ""
+        try:
+            seg = chat_output_segment(choice, self._origin)
+        except UnscorableError:
+            seg = self._origin.segment(text, Side.OUTPUT, [], None, ["the backend returned no output logprobs"])
+        usage = body.get("usage") or {}
+        return Generation(
+            output=seg, finish_reason=str(choice.get("finish_reason") or "unknown"),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage["completion_tokens"]) if usage.get("completion_tokens") is not None else None,
+            message_extra={k: v for k, v in msg.items() if k not in _MESSAGE_CORE and v is not None},
+            response_extra={k: body[k] for k in _RESPONSE_EXTRA if body.get(k) is not None})
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        asm = StreamAssembler(self._origin, request.max_tokens)
+        n_prompt, finish, index = None, None, 0
+        async with self._errors(), self._client.stream(
+                "POST", f"{self.base_url}/chat/completions", json=self._body(request, stream=True),
+                headers=self._headers) as r:
+            await self._raise_for(r)
+            async for line in r.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    raise BackendHTTPError(f"{self._where}: a stream chunk is not JSON: {data[:120]!r}", 502) from None
+                if chunk.get("error"):
+                    raise BackendHTTPError(f"{self._where}: {chunk['error'].get('message', chunk['error'])}", 502)
+                usage = chunk.get("usage") or {}
+                n_prompt = usage.get("prompt_tokens") or n_prompt
+                if request.logprobs:
+                    for ev in asm.feed(chunk):
+                        finish = ev.finish_reason or finish
+                        index = ev.index + 1
+                        yield ev
+                    continue
+                for choice in chunk.get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content") or ""
+                    finish = choice.get("finish_reason") or finish
+                    if piece or choice.get("finish_reason"):
+                        yield TokenEvent(index, None, piece, choice.get("finish_reason"))
+                        index += 1
+        if request.logprobs:
+            last = asm.finish()
+            if last is not None:
+                finish = last.finish_reason or finish
+                last.prompt_tokens = n_prompt
+                yield last
+                return
+        yield TokenEvent(index, None, "", finish or "unknown", prompt_tokens=n_prompt)

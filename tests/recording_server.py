@@ -1,0 +1,112 @@
+"""A recording OpenAI-compatible server on 127.0.0.1 (FastAPI under uvicorn in a thread): it keeps every request
+body as it arrived and answers like a chat server would -- tool calls when tools are offered, text otherwise,
+with or without logprobs as asked, streamed or not.  Evidence that the proxy forwards requests unchanged and
+returns what the backend said."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+ANSWER = "Paris is the capital of France."
+TOOL_CALL = {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\", \"unit\": \"celsius\"}"}}
+
+
+def _logprobs(words: list[str]) -> dict:
+    return {"content": [{"token": w, "logprob": -0.5 - (i % 3) * 0.4, "bytes": list(w.encode()),
+                         "top_logprobs": []} for i, w in enumerate(words)]}
+
+
+def _words(text: str) -> list[str]:
+    out, cur = [], ""
+    for ch in text:
+        if ch == " " and cur:
+            out.append(cur)
+            cur = ""
+        cur += ch
+    return [*out, cur] if cur else out
+
+
+class ThreadServer:
+    """An ASGI app under uvicorn on 127.0.0.1 (a free port) in a daemon thread, for the duration of a with."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "recording server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class RecordingServer(ThreadServer):
+    def __init__(self, chunk_delay: float = 0.0) -> None:
+        self.requests: list[dict] = []
+        self.disconnects = 0
+        self.completed = 0
+        self.chunk_delay = chunk_delay
+        app = FastAPI()
+        app.post("/v1/chat/completions")(self._chat)
+        super().__init__(app)
+
+    async def _chat(self, request: Request):
+        body = await request.json()
+        self.requests.append(body)
+        words = _words(body.get("x_answer") or ANSWER)
+        want_lp = bool(body.get("logprobs"))
+        common = {"id": "chatcmpl-rec", "created": 1, "model": body.get("model"), "system_fingerprint": "fp_rec"}
+        usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
+        if body.get("tools") and not body.get("stream"):
+            msg = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
+            return JSONResponse({**common, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": msg, "logprobs": None, "finish_reason": "tool_calls"}]})
+        if not body.get("stream"):
+            return JSONResponse({**common, "object": "chat.completion", "usage": usage, "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "".join(words)},
+                 "logprobs": _logprobs(words) if want_lp else None, "finish_reason": "stop"}]})
+
+        async def events():
+            done = False
+            try:
+                for i, w in enumerate(words):
+                    if self.chunk_delay:
+                        await asyncio.sleep(self.chunk_delay)
+                    ch = {**common, "object": "chat.completion.chunk", "choices": [
+                        {"index": 0, "delta": {"content": w}, "logprobs": _logprobs([w]) if want_lp else None,
+                         "finish_reason": "stop" if i == len(words) - 1 else None}]}
+                    yield f"data: {json.dumps(ch)}\n\n"
+                yield f"data: {json.dumps({**common, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
+                yield "data: [DONE]\n\n"
+                done = True
+            finally:  # cancelled, or closed when a send found the client gone
+                if not done:
+                    self.disconnects += 1
+                else:
+                    self.completed += 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")

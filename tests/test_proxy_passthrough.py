@@ -1,0 +1,218 @@
+"""The proxy in front of an OpenAI-compatible server over httpx (a recording server on 127.0.0.1): what the
+guard does not read is forwarded unchanged (tools, content parts, response_format, vendor fields), what the
+backend answers comes back (tool calls, system_fingerprint), tool-call arguments are judged as output, the
+backend is asked for logprobs only when someone needs them, and its faults map to 502/504."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from guard_helpers import benign, embedded_scorer
+from proxy_helpers import sse_events
+from recording_server import ANSWER, TOOL_CALL, RecordingServer, ThreadServer
+
+from guardrail.backends.scripted import ScriptedBackend
+from guardrail.proxy import ProxyConfig, create_app
+from guardrail.proxy.config import ModelRoute
+from guardrail.types import Side
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                           "parameters": {"type": "object", "properties": {
+                                               "city": {"type": "string"}, "unit": {"type": "string"}}}}}]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@asynccontextmanager
+async def proxy_to(url: str, scorer_script=(), timeout: float = 30.0, policy: str = "default"):
+    scorer = ScriptedBackend(scorer_script, scorer=embedded_scorer())
+    cfg = ProxyConfig(models={"rec": ModelRoute(backend="openai/rec-model", api_base=url, timeout_s=timeout,
+                                                policy=policy)})
+    app = create_app(cfg, scorer_factory=lambda: scorer)
+    async with app.router.lifespan_context(app):
+        await app.state.loaded.wait()
+        assert app.state.guardrail.ready, app.state.guardrail.error
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as c:
+            yield c, scorer
+
+
+def test_tools_content_parts_and_vendor_fields_reach_the_backend_unchanged_and_tool_calls_come_back():
+    messages = [
+        {"role": "system", "content": "You are a weather bot."},
+        {"role": "user", "content": [{"type": "text", "text": "What is the weather in Paris?"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+         "name": "alice"},
+    ]
+    sent = {"model": "rec", "messages": messages, "tools": TOOLS, "tool_choice": "auto",
+            "response_format": {"type": "json_object"}, "top_k": 20, "repetition_penalty": 1.1,
+            "logit_bias": {"42": -5}, "user": "u-1", "parallel_tool_calls": False, "max_tokens": 40,
+            "temperature": 0.3, "guardrail": {"policy": "default"}}
+
+    async def go():
+        with RecordingServer() as rec:
+            # prompt: the system and user texts are screened (the image part is forwarded, not screened);
+            # output: the tool call's arguments are teacher-forced by the embedded scorer
+            async with proxy_to(rec.base_url, [benign(seed=1), benign(30, seed=2, side=Side.OUTPUT)]) as (c, sc):
+                r = await c.post("/v1/chat/completions", json=sent)
+                assert r.status_code == 200, r.text
+                body = r.json()
+                got = rec.requests[0]
+                for k in ("messages", "tools", "tool_choice", "response_format", "top_k", "repetition_penalty",
+                          "logit_bias", "user", "parallel_tool_calls", "max_tokens", "temperature"):
+                    assert got[k] == sent[k], k
+                assert got["model"] == "rec-model" and "guardrail" not in got
+                assert "logprobs" not in got  # the embedded scorer judges: nobody needed the backend's
+                msg = body["choices"][0]["message"]
+                assert msg["tool_calls"] == [TOOL_CALL] and msg["content"] is None
+                assert body["choices"][0]["finish_reason"] == "tool_calls" and body["system_fingerprint"] == "fp_rec"
+                g = body["guardrail"]
+                assert g["scorers"] == {"prompt": "embedded", "output": "embedded"}
+                assert g["attempts"][0]["output"]["p_value"] is not None
+                replies = [arg for name, arg in sc.calls if name == "score_reply"]
+                assert replies[0][1] == TOOL_CALL["function"]["arguments"]  # the arguments were judged
+                assert [name for name, _ in sc.calls] == ["score", "score_reply"]
+                assert body["usage"]["completion_tokens"] == 6 and body["usage"]["prompt_tokens"] == 11
+    run(go())
+
+
+def test_logprobs_are_asked_for_only_when_the_client_wants_them_and_returned_trimmed():
+    async def go():
+        with RecordingServer() as rec:
+            script = [benign(seed=3), benign(30, seed=4, side=Side.OUTPUT)]
+            async with proxy_to(rec.base_url, script) as (c, _sc):
+                r = await c.post("/v1/chat/completions", json={
+                    "model": "rec", "messages": [{"role": "user", "content": "capital of France?"}],
+                    "logprobs": True, "top_logprobs": 2, "max_tokens": 20})
+                assert r.status_code == 200, r.text
+                got = rec.requests[0]
+                assert got["logprobs"] is True and got["top_logprobs"] == 2
+                content = r.json()["choices"][0]["logprobs"]["content"]
+                assert "".join(e["token"] for e in content) == ANSWER == r.json()["choices"][0]["message"]["content"]
+    run(go())
+
+
+def test_stream_passes_through_and_is_judged_at_its_end():
+    async def go():
+        with RecordingServer() as rec:
+            script = [benign(seed=5), benign(30, seed=6, side=Side.OUTPUT)]
+            async with proxy_to(rec.base_url, script) as (c, _sc):
+                r = await c.post("/v1/chat/completions", json={
+                    "model": "rec", "stream": True, "stream_options": {"include_usage": True},
+                    "messages": [{"role": "user", "content": "capital of France?"}], "vendor_flag": "x"})
+                assert r.status_code == 200, r.text
+                ev = sse_events(r.text)
+                text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in ev[:-1] if ch["choices"])
+                assert text == ANSWER and ev[-1] == "[DONE]"
+                g = ev[-2]["guardrail"]
+                assert g["action"] in ("allow", "annotate") and g["stream"] is None  # no own-logprob checkpoints
+                assert g["attempts"][0]["output"]["p_value"] is not None
+                assert ev[-2]["usage"]["prompt_tokens"] == 11
+                got = rec.requests[0]
+                assert got["stream"] is True and got["vendor_flag"] == "x" and "logprobs" not in got
+    run(go())
+
+
+def test_tools_with_stream_is_refused_naming_the_field():
+    async def go():
+        with RecordingServer() as rec:
+            async with proxy_to(rec.base_url) as (c, _sc):
+                r = await c.post("/v1/chat/completions", json={
+                    "model": "rec", "stream": True, "tools": TOOLS, "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+                assert rec.requests == []
+    run(go())
+
+
+@pytest.mark.parametrize(("answer", "status", "code"), [
+    ({"status": 500, "json": {"error": {"message": "CUDA out of memory"}}}, 502, "backend_error"),
+    ({"status": 400, "json": {"error": {"message": "max_tokens is too large"}}}, 400, "backend_rejected"),
+    ({"status": 429, "json": {"error": {"message": "slow down"}}, "headers": {"retry-after": "7"}}, 429,
+     "backend_busy"),
+    ({"status": 200, "text": "<html>oops</html>"}, 502, "backend_error"),
+])
+def test_backend_http_faults_map_to_openai_errors(answer, status, code):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "json" in answer:
+            return httpx.Response(answer["status"], json=answer["json"], headers=answer.get("headers"))
+        return httpx.Response(answer["status"], text=answer["text"])
+
+    async def go():
+        from guardrail.backends.openai_http import OpenAIHTTPBackend
+
+        scorer = ScriptedBackend([benign(seed=7)], scorer=embedded_scorer())
+        backend = OpenAIHTTPBackend("http://backend/v1", "m", client=httpx.AsyncClient(
+            transport=httpx.MockTransport(handler)))
+        app = create_app(ProxyConfig(models={"m": ModelRoute()}), backends={"m": backend},
+                         scorer_factory=lambda: scorer)
+        async with app.router.lifespan_context(app):
+            await app.state.loaded.wait()
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as c:
+                r = await c.post("/v1/chat/completions", json={"model": "m", "messages": [
+                    {"role": "user", "content": "hello there"}]})
+                assert r.status_code == status, r.text
+                assert r.json()["error"]["code"] == code
+                if status == 429:
+                    assert r.headers["retry-after"] == "7"
+    run(go())
+
+
+def test_unreachable_backend_is_502_and_a_slow_one_504():
+    async def go():
+        async with proxy_to("http://127.0.0.1:9/v1", [benign(seed=8)]) as (c, sc):
+            r = await c.post("/v1/chat/completions", json={"model": "rec", "messages": [
+                {"role": "user", "content": "hello"}]})
+            assert r.status_code == 502 and r.json()["error"]["code"] == "backend_error"
+        with RecordingServer(chunk_delay=1.0) as rec:
+            async with proxy_to(rec.base_url, [benign(seed=9)], timeout=0.3) as (c, _sc):
+                r = await c.post("/v1/chat/completions", json={"model": "rec", "stream": True, "messages": [
+                    {"role": "user", "content": "hello"}]})
+                ev = sse_events(r.text)
+                assert r.status_code == 200 and "error" in ev[-2] and "in time" in ev[-2]["error"]["message"]
+    run(go())
+
+
+def test_client_gone_mid_stream_cancels_the_backend_request():
+    # real HTTP on both sides (httpx's in-process transport buffers whole bodies and never disconnects)
+    with RecordingServer(chunk_delay=0.2) as rec:
+        scorer = ScriptedBackend([benign(seed=10)], scorer=embedded_scorer())
+        cfg = ProxyConfig(models={"rec": ModelRoute(backend="openai/rec-model", api_base=rec.base_url)})
+        with ThreadServer(create_app(cfg, scorer_factory=lambda: scorer)) as px:
+            deadline = time.monotonic() + 20
+            while httpx.get(f"http://127.0.0.1:{px.port}/readyz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            with httpx.Client(timeout=30) as c, c.stream("POST", f"http://127.0.0.1:{px.port}/v1/chat/completions", json={
+                    "model": "rec", "stream": True, "x_answer": "word " * 40,
+                    "messages": [{"role": "user", "content": "count"}]}) as r:
+                for line in r.iter_lines():
+                    if '"content":"word' in line:
+                        break  # hang up after the first word
+            for _ in range(100):
+                if rec.disconnects:
+                    break
+                time.sleep(0.05)
+            assert rec.disconnects == 1  # the proxy closed its request to the backend
+            assert len(rec.requests) == 1
+
+
+def test_passthrough_json_reaches_the_backend_bytes_for_bytes_equal_as_json():
+    # unicode, nesting, numbers: what arrives parses to what was sent
+    odd = {"model": "rec", "messages": [{"role": "user", "content": "naïve café 😀 \u2028"}],
+           "metadata": {"a": [1, 2.5, None, {"b": True}]}, "x_vendor": {"nested": ["ü", 1e-9]}}
+
+    async def go():
+        with RecordingServer() as rec:
+            async with proxy_to(rec.base_url, [benign(seed=11), benign(30, seed=12, side=Side.OUTPUT)]) as (c, _sc):
+                r = await c.post("/v1/chat/completions", content=json.dumps(odd).encode())
+                assert r.status_code == 200, r.text
+                got = rec.requests[0]
+                assert got["messages"] == odd["messages"] and got["metadata"] == odd["metadata"]
+                assert got["x_vendor"] == odd["x_vendor"]
+    run(go())
