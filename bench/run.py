@@ -268,6 +268,16 @@ def bench_stream(repeat: int = 15) -> dict:
             "goal_overhead_pct": 5}
 
 
+def bench_proxy() -> dict:
+    """The proxy against a fake OpenAI-compatible backend (bench/proxy_bench.py, its own processes)."""
+    out = ROOT / "bench" / "proxy.json"
+    r = subprocess.run([sys.executable, "-W", "ignore", str(ROOT / "bench" / "proxy_bench.py"), "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"}
+    return json.loads(out.read_text())
+
+
 def markdown(res: dict) -> str:
     w = res["windows"]
     lines = [
@@ -300,6 +310,25 @@ def markdown(res: dict) -> str:
                   "", f"Overhead (goal < {st['goal_overhead_pct']} %): normalization alone {st['overhead_pct_normalize_only']} % of "
                   f"the raw stream; end to end {st['overhead_pct_median_pair']} % (median of {st['repeat']} back-to-back "
                   f"pairs of {st['tokens']} tokens) and {st['overhead_pct']} % (best of runs); process CPU time."]
+    px = res.get("proxy")
+    if px and "targets" in px:
+        lines += ["", f"## Proxy overhead ({px['backend']}; one uvicorn worker each, load generator on the same "
+                  f"{px['cpus']} CPUs)", "",
+                  "| target | p50 ms | p99 ms | requests/s (32 concurrent) | stream: first content p50 ms | "
+                  "stream: end p50 ms | CPU ms per streamed token | 200 concurrent streams: errors |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, t in px["targets"].items():
+            lines.append(f"| {name} | {t['p50_ms']} | {t['p99_ms']} | {t['requests_per_s']} | "
+                         f"{t['stream_first_content_p50_ms']} | {t['stream_total_p50_ms']} | "
+                         f"{t.get('cpu_ms_per_streamed_token', '')} | {t['concurrent_streams_200_errors']} |")
+        sm = px["summary"]
+        lines += ["", f"guardrail (output scoring on: the backend's own logprobs against a baseline fitted for it, "
+                  f"streams assessed every 16 tokens) adds {sm['guardrail_added_p50_ms_beyond_floor']} ms p50 beyond "
+                  f"the minimal pass-through proxy (which adds {sm['floor_added_p50_ms_over_direct']} ms over "
+                  f"direct), serves {sm['guardrail_requests_per_s_vs_floor']}x its requests/s, and spends "
+                  f"{sm['guardrail_cpu_ms_per_streamed_token_beyond_floor']} ms more CPU per streamed token."]
+    elif px:
+        lines += ["", f"## Proxy overhead: not measured ({px.get('error')})"]
     return "\n".join(lines) + "\n"
 
 
@@ -317,6 +346,7 @@ def main() -> None:
         "windows": bench_windows(),
         "embedded": bench_embedded(),
         "stream": bench_stream(),
+        "proxy": bench_proxy(),
     }
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     Path(args.out).with_suffix(".md").write_text(markdown(res))

@@ -74,16 +74,28 @@ class Bucket(BaseModel):
 
     def calib_array(self) -> np.ndarray:
         """The calibration scores as an array (made once; :meth:`Calibrator.set_calibration` replaces them)."""
-        arr = self._arrays.get("\x00calib")
+        arrays = self.__pydantic_private__["_arrays"]  # type: ignore[index]
+        arr = arrays.get("\x00calib")
         if arr is None:
-            arr = self._arrays["\x00calib"] = np.asarray(self.calib, dtype=np.float64)
+            arr = arrays["\x00calib"] = np.asarray(self.calib, dtype=np.float64)
         return arr
 
     def ref(self, signal: str) -> np.ndarray:
-        arr = self._arrays.get(signal)
+        arrays = self.__pydantic_private__["_arrays"]  # type: ignore[index]  # (no pydantic __getattr__ per call)
+        arr = arrays.get(signal)
         if arr is None:
-            arr = self._arrays[signal] = np.asarray(self.reference[signal], dtype=np.float64)
+            arr = arrays[signal] = np.asarray(self.reference[signal], dtype=np.float64)
         return arr
+
+    def tails(self, signal: str) -> tuple[_Tail, _Tail]:
+        """The reference of ``signal`` as upper and lower tails, made once."""
+        arrays = self.__pydantic_private__["_arrays"]  # type: ignore[index]
+        key = "\x00tails:" + signal
+        t = arrays.get(key)
+        if t is None:
+            ref = self.ref(signal)
+            t = arrays[key] = (_Tail(ref), _Tail(-ref[::-1]))
+        return t
 
     def contains(self, n: int) -> bool:
         return n >= self.lo and (self.hi is None or n < self.hi)
@@ -116,18 +128,33 @@ def _resolution(ref: np.ndarray, k: int) -> float:
     return float(np.diff(top).min()) if top.size > 1 else 0.0
 
 
+class _Tail:
+    """A sorted reference with its exponential-tail parameters worked out once (per signal and side of a
+    bucket: a text's assessment reads them for every signal of every fold)."""
+
+    __slots__ = ("beta", "k", "n", "ref", "u")
+
+    def __init__(self, ref: np.ndarray) -> None:
+        self.ref, self.n = ref, int(ref.size)
+        self.k = max(5, self.n // 20)
+        self.u = self.beta = math.nan
+        if self.n > self.k:
+            self.u = float(ref[self.n - self.k])
+            # the scale is at least the reference's resolution: the top values of an integer-valued signal
+            # (repeat_run) tie, their mean excess is ~0, and one step past them would read as p ~ 0
+            self.beta = max(float(ref[self.n - self.k:].mean() - self.u), _resolution(ref, self.k), 1e-6)
+
+    def upper(self, x: float) -> float:
+        n, k = self.n, self.k
+        if n > k and x > self.u:
+            return max(k / (n + 1) * math.exp(-(x - self.u) / self.beta), P_FLOOR)  # floored: exp() underflows
+        return (1 + n - int(self.ref.searchsorted(x, "left"))) / (n + 1)
+
+
 def _upper_p(ref: np.ndarray, x: float) -> float:
     """P(ref >= x): the empirical tail, continued beyond the k-th largest reference value by an exponential
     tail fitted to the k largest (mean excess), so that values past the whole reference still rank."""
-    n = ref.size
-    k = max(5, n // 20)
-    if n > k and x > ref[n - k]:
-        u = ref[n - k]
-        # the scale is at least the reference's resolution: the top values of an integer-valued signal
-        # (repeat_run) tie, their mean excess is ~0, and one step past them would read as p ~ 0
-        beta = max(float(ref[n - k :].mean() - u), _resolution(ref, k), 1e-6)
-        return max(k / (n + 1) * math.exp(-(x - u) / beta), P_FLOOR)  # floored: exp() underflows to 0
-    return (1 + n - int(np.searchsorted(ref, x, "left"))) / (n + 1)
+    return _Tail(ref).upper(x)
 
 
 def tail_count(cal: Sequence[float] | np.ndarray, s: float) -> float:
@@ -155,14 +182,19 @@ def continuous_p(count: float, n: int) -> float:
 
 
 def _tail_p(ref: np.ndarray, x: float, tail: Tail) -> float:
-    if not math.isfinite(x) or ref.size == 0:
+    return _tails_p((_Tail(ref), _Tail(-ref[::-1])), x, tail)
+
+
+def _tails_p(tails: tuple[_Tail, _Tail], x: float, tail: Tail) -> float:
+    hi, lo = tails
+    if not math.isfinite(x) or hi.n == 0:
         return 1.0
     if tail == "high":
-        return _upper_p(ref, x)
-    lo = _upper_p(-ref[::-1], -x)
+        return hi.upper(x)
+    low = lo.upper(-x)
     if tail == "low":
-        return lo
-    return min(1.0, 2.0 * min(_upper_p(ref, x), lo))
+        return low
+    return min(1.0, 2.0 * min(hi.upper(x), low))
 
 
 class Part(BaseModel):
@@ -213,7 +245,8 @@ class Calibrator(BaseModel):
         """Combined score S of ``feat`` against one part's reference, and the per-signal p-values."""
         pt = self.parts[part]
         f, b, n = pt.augment(feat), pt.buckets[bucket], feat["n_scored"]
-        ps = {s: _tail_p(b.ref(s), b.residual(s, float(f.get(s, float("nan"))), n), t) for s, t in self.signals.items()}
+        ps = {s: _tails_p(b.tails(s), b.residual(s, float(f.get(s, float("nan"))), n), t)
+              for s, t in self.signals.items()}
         return max(-math.log(p) for p in ps.values()), ps
 
     def score(self, feat: Mapping[str, float], part: int = 0) -> float:

@@ -1,31 +1,52 @@
-"""Shipped baselines (package data, guardrail/data/baselines/<domain>.<side>.json) and lookup by name."""
+"""Baselines by name: the shipped ones (package data, guardrail/data/baselines/<domain>.<side>.json) and the
+user's own (``guardrail baseline fit`` output in a directory registered with :func:`add_dir`, or listed in the
+``GUARDRAIL_BASELINES`` environment variable, ``os.pathsep``-separated); a user's file of the same name wins."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .model import Baseline, BaselineError, load_baseline
 
-__all__ = ["regimes", "resolve", "shipped", "shipped_dir"]
+__all__ = ["add_dir", "regimes", "resolve", "shipped", "shipped_dir"]
+
+_extra_dirs: list[Path] = []
 
 
 def shipped_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "baselines"
 
 
+def add_dir(path: str | Path) -> None:
+    """Also look up baselines by name in ``path`` (before the shipped ones)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise BaselineError(f"{p}: not a directory of baselines")
+    if p not in _extra_dirs:
+        _extra_dirs.append(p)
+
+
+def _dirs() -> list[Path]:
+    env = [Path(d) for d in os.environ.get("GUARDRAIL_BASELINES", "").split(os.pathsep) if d]
+    return [shipped_dir(), *env, *_extra_dirs]  # later wins
+
+
 def shipped() -> dict[tuple[str, str], Path]:
+    """(name, side) -> file, over the shipped and the registered directories."""
     out = {}
-    for p in sorted(shipped_dir().glob("*.json")):
-        parts = p.name.split(".")
-        if len(parts) == 3:
-            out[(parts[0], parts[1])] = p
+    for d in _dirs():
+        for p in sorted(d.glob("*.json")):
+            parts = p.name.split(".")
+            if len(parts) == 3:
+                out[(parts[0], parts[1])] = p
     return out
 
 
 def resolve(name: str, side: str = "text") -> Baseline:
     """A baseline file path, or a shipped domain id (side-specific first, else the ``text`` baseline)."""
     p = Path(name)
-    if p.suffix == ".json" or p.exists():
+    if p.suffix == ".json" or p.is_file():  # a name that is also a directory here is still a name
         return load_baseline(p)
     table = shipped()
     for key in ((name, side), (name, "text")):

@@ -118,6 +118,8 @@ class ProxyConfig(_Strict):
     keys: list[ApiKey] = Field(default_factory=list, description="none: no authentication")
     cors_origins: list[str] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
+    baselines_dir: str | None = Field(None, description="a directory of your own baselines (guardrail baseline "
+                                                        "fit), usable by name in policies and domains")
     log_content: bool = Field(False, description="log prompts and outputs (off: only ids, actions, timings)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..backends.base import Backend
 from ..errors import ConfigError
-from ..guard.guard import Guard
+from ..guard.guard import Guard, resolve_baselines
 from ..guard.policy import Policy, load_policy
 from .config import ModelRoute, ProxyConfig
 from .errors import ProxyError
@@ -121,6 +121,13 @@ class ProxyState:
 
     def build(self) -> None:
         """Load the backends, the scorer and every Guard a request may choose (blocking: run off the loop)."""
+        if self.config.baselines_dir:
+            from ..baselines.registry import add_dir
+
+            try:
+                add_dir(self.config.baselines_dir)
+            except ConfigError as e:
+                raise ConfigError(f"baselines_dir: {e}") from None
         policies: dict[str, Policy] = {}
         for name, route in self.config.models.items():
             backend = self._backend(name, route)
@@ -136,16 +143,20 @@ class ProxyState:
                     try:
                         served.guards[(pname, dom)] = Guard(
                             policies[pname].with_baseline(dom), backend,
-                            scorer=self._scorer_for(backend))
+                            scorer=self._scorer_for(backend, policies[pname].with_baseline(dom)))
                     except ConfigError as e:
                         raise ConfigError(f"models.{name} (policy {pname}"
                                           f"{', domain ' + dom if dom else ''}): {e}") from None
             self.models[name] = served
         self.ready = True
 
-    def _scorer_for(self, backend: Backend) -> Backend:
-        # the embedded scorer teacher-forces both sides for any backend whose own logprobs no baseline fits
-        return backend if hasattr(backend, "score_reply") else self._embedded()
+    def _scorer_for(self, backend: Backend, policy: Policy) -> Backend | None:
+        """The embedded scorer, when a side's baseline is not for the serving backend's own logprobs (it then
+        teacher-forces that side); None when the backend judges itself (nothing else is loaded)."""
+        if hasattr(backend, "score_reply"):
+            return backend
+        own = all(b.scorer_id == backend.scorer.id for b in resolve_baselines(policy).values())
+        return None if own else self._embedded()
 
     def served(self, model: str) -> ServedModel:
         if not self.ready:

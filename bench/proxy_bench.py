@@ -1,0 +1,213 @@
+"""Proxy overhead, measured in one run against one fast fake OpenAI-compatible backend (bench/proxy_parts.py: 32
+tokens with 5 alternatives each, no sleeps), one uvicorn worker each:
+
+* direct: the client talks to the fake backend;
+* floor: a minimal pass-through ASGI proxy (parse JSON, forward with one shared httpx client, re-serialise);
+* guardrail: ``guardrail serve`` with output scoring on -- the serving model's own logprobs judged by a baseline
+  fitted here for the fake backend's scorer (synthetic outputs; the numbers it decides on are not the point),
+  streams assessed every 16 tokens.
+
+Latency: sequential requests (p50, p99); throughput: 32 concurrent clients; streams: time to the first byte and
+to the end; guardrail's and the floor's process CPU per streamed chunk (/proc); 200 concurrent streams held;
+tokens saved by the early abort on a degenerate fake stream.  The load generator runs on the same 2 cores, so
+absolute figures are pessimistic; compare the targets with each other.  LiteLLM's proxy is not measured here.
+
+    python bench/proxy_bench.py [--out bench/proxy.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+N_SEQ, N_THROUGHPUT, CONCURRENCY, N_STREAM, N_HELD = 300, 1200, 32, 100, 200
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def start(args: list[str], ready_url: str, timeout: float = 120) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    host, port = ready_url.split("//")[1].split("/")[0].split(":")
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{args} exited: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.1)
+    raise RuntimeError(f"{args} not ready")
+
+
+def fit_bench_baseline(fake_url: str, out_dir: Path) -> None:
+    """A baseline for the fake backend's scorer from synthetic outputs (the same normalization path)."""
+    from guardrail.backends.openai_http import OpenAIHTTPBackend
+    from guardrail.backends.openai_logprobs import Origin, chat_output_segment
+    from guardrail.baselines.features import features
+    from guardrail.baselines.fit import DEFAULT_SIGNALS, DEFAULT_WIDTHS, fit_from_features
+    from guardrail.baselines.model import save_baseline
+    from guardrail.types import Side
+
+    scorer = OpenAIHTTPBackend(fake_url, "fake").scorer
+    origin = Origin.of(scorer)
+    rng = np.random.default_rng(0)
+    feats: dict = {"train": [], "calib": [], "test": []}
+    groups: dict = {"train": [], "calib": [], "test": []}
+    for i in range(600):
+        n = int(rng.integers(20, 40))
+        entries = []
+        for j in range(n):
+            w = f" w{int(rng.integers(0, 400))}"
+            lp = -float(rng.gamma(1.2, 0.9))
+            tops = [{"token": w, "logprob": lp}] + [{"token": f" a{k}", "logprob": lp - 0.5 - k} for k in range(4)]
+            entries.append({"token": w, "logprob": lp, "bytes": list(w.encode()), "top_logprobs": tops})
+        seg = chat_output_segment({"logprobs": {"content": entries}, "message": {"content": None}}, origin)
+        split = ("train", "calib", "test")[i % 3]
+        feats[split].append(features(seg, DEFAULT_WIDTHS))
+        groups[split].append(f"g{i}")
+    b = fit_from_features(scorer, feats, groups, domain="bench", side=Side.OUTPUT, alphas=[0.01, 0.05],
+                          widths=DEFAULT_WIDTHS, signals=DEFAULT_SIGNALS,
+                          unit={"kind": "generation", "temperature": 0.0, "max_tokens": 40},
+                          corpus={"synthetic": 600}, max_buckets=1)
+    save_baseline(b, out_dir / "bench.output.json")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+BODY = {"model": "fake", "max_tokens": 40, "messages": [{"role": "user", "content": "Tell me about rivers."}]}
+
+
+async def measure(url: str, pid: int | None) -> dict:
+    out: dict = {}
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as c:
+        for _ in range(30):  # warm-up
+            (await c.post(url, json=BODY)).raise_for_status()
+        lat = []
+        for _ in range(N_SEQ):
+            t = time.perf_counter()
+            r = await c.post(url, json=BODY)
+            lat.append((time.perf_counter() - t) * 1e3)
+            r.raise_for_status()
+        out["p50_ms"], out["p99_ms"] = round(float(np.percentile(lat, 50)), 2), round(float(np.percentile(lat, 99)), 2)
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def one() -> None:
+            async with sem:
+                (await c.post(url, json=BODY)).raise_for_status()
+        t = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(N_THROUGHPUT)))
+        out["requests_per_s"] = round(N_THROUGHPUT / (time.perf_counter() - t), 1)
+        ttfb, total, chunks = [], [], 0
+        cpu0 = cpu_s(pid) if pid else None
+        for _ in range(N_STREAM):
+            t = time.perf_counter()
+            first = None
+            async with c.stream("POST", url, json={**BODY, "stream": True}) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line and first is None:
+                        first = time.perf_counter()
+                    chunks += line.startswith("data: ")
+            ttfb.append(((first or time.perf_counter()) - t) * 1e3)
+            total.append((time.perf_counter() - t) * 1e3)
+        if pid:
+            out["cpu_ms_per_streamed_token"] = round((cpu_s(pid) - cpu0) * 1e3 / (N_STREAM * 32), 4)
+        out["stream_first_content_p50_ms"] = round(float(np.percentile(ttfb, 50)), 2)
+        out["stream_total_p50_ms"] = round(float(np.percentile(total, 50)), 2)
+
+        async def held() -> bool:
+            async with c.stream("POST", url, json={**BODY, "stream": True}) as r:
+                text = "".join([line async for line in r.aiter_lines()])
+            return r.status_code == 200 and "[DONE]" in text
+        oks = await asyncio.gather(*(held() for _ in range(N_HELD)), return_exceptions=True)
+        out[f"concurrent_streams_{N_HELD}_errors"] = sum(1 for o in oks if o is not True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "proxy.json")
+    args = ap.parse_args()
+    procs = []
+    try:
+        fp, lp, gp = free_port(), free_port(), free_port()
+        fake = f"http://127.0.0.1:{fp}/v1"
+        procs.append(start(["bench/proxy_parts.py", "fake", "--port", str(fp)], f"http://127.0.0.1:{fp}/"))
+        floor = start(["bench/proxy_parts.py", "floor", "--port", str(lp), "--backend", fake],
+                      f"http://127.0.0.1:{lp}/x")
+        procs.append(floor)
+        tmp = Path(tempfile.mkdtemp(prefix="guardrail-bench-"))
+        fit_bench_baseline(fake, tmp)
+        (tmp / "bench-policy.yaml").write_text(
+            "name: bench\noutput:\n  baseline: bench\n  tiers: [{p: 0.01, action: annotate}]\n"
+            "regenerate: {max_attempts: 0}\nstream: {check_every: 16, abort_p: 0.01}\n")
+        (tmp / "proxy.yaml").write_text(json.dumps({
+            "models": {"fake": {"backend": "openai/fake", "api_base": fake, "policy": str(tmp / "bench-policy.yaml")}},
+            "baselines_dir": str(tmp), "log_level": "warning",
+            "limits": {"max_in_flight": 512, "max_waiting": 1024}}))
+        guard = start(["-m", "guardrail.cli", "serve", "--config", str(tmp / "proxy.yaml"), "--port", str(gp)],
+                      f"http://127.0.0.1:{gp}/readyz")
+        procs.append(guard)
+        while guard.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{gp}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        if guard.poll() is not None:
+            raise RuntimeError(f"guardrail serve exited: {guard.stderr.read().decode()[-3000:]}")
+        res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+               "backend": "fake OpenAI-compatible server, 32 tokens x 5 alternatives, no sleeps",
+               "targets": {}}
+        for name, url, pid in (("direct", fake, None), ("floor", f"http://127.0.0.1:{lp}/v1", floor.pid),
+                               ("guardrail", f"http://127.0.0.1:{gp}/v1", guard.pid)):
+            res["targets"][name] = asyncio.run(measure(url + "/chat/completions", pid))
+            print(name, res["targets"][name], flush=True)
+        t = res["targets"]
+        r = httpx.post(f"http://127.0.0.1:{gp}/v1/chat/completions", json=BODY).json()["guardrail"]
+        res["guardrail_report_check"] = {"action": r["action"], "output_p": r["attempts"][0]["output"]["p_value"],
+                                         "scorer": r["scorers"]}
+        res["summary"] = {
+            "guardrail_added_p50_ms_beyond_floor": round(t["guardrail"]["p50_ms"] - t["floor"]["p50_ms"], 2),
+            "floor_added_p50_ms_over_direct": round(t["floor"]["p50_ms"] - t["direct"]["p50_ms"], 2),
+            "guardrail_requests_per_s_vs_floor": round(t["guardrail"]["requests_per_s"] / t["floor"]["requests_per_s"], 3),
+            "guardrail_cpu_ms_per_streamed_token_beyond_floor": round(
+                t["guardrail"]["cpu_ms_per_streamed_token"] - t["floor"]["cpu_ms_per_streamed_token"], 4),
+        }
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
+        print(json.dumps(res["summary"], indent=1))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
