@@ -79,7 +79,7 @@ def fit_bench_baseline(fake_url: str, out_dir: Path) -> None:
     for i in range(600):
         n = int(rng.integers(20, 40))
         entries = []
-        for j in range(n):
+        for _j in range(n):
             w = f" w{int(rng.integers(0, 400))}"
             lp = -float(rng.gamma(1.2, 0.9))
             tops = [{"token": w, "logprob": lp}] + [{"token": f" a{k}", "logprob": lp - 0.5 - k} for k in range(4)]

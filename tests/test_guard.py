@@ -302,3 +302,47 @@ def test_report_schema_in_docs_is_current():
     doc = Path(__file__).resolve().parents[1] / "docs" / "guard-report.schema.json"
     assert json.loads(doc.read_text()) == GuardReport.model_json_schema(), (
         "regenerate: python -m guardrail.guard.report > docs/guard-report.schema.json")
+
+
+def _remote_and_scorer(gen_delay: float, scorer_script, backend_script):
+    """A serving backend of another scorer (its own logprobs fit no baseline) and the embedded-identity scorer."""
+    scorer = ScriptedBackend(scorer_script, scorer=embedded_scorer())
+    remote = ScriptedBackend(backend_script, delay=gen_delay)
+    return Guard(load_policy("default"), remote, scorer=scorer, output_regimes=[]), remote, scorer
+
+
+def test_prompt_is_screened_while_a_remote_backend_generates():
+    import time
+
+    out = generation(benign(30, seed=3))
+    guard, remote, scorer = _remote_and_scorer(0.3, [benign(), benign(30, seed=4, side=Side.OUTPUT)], [out])
+    scorer.delay = 0.3
+    t = time.perf_counter()
+    res = run(guard.chat(USER))
+    took = time.perf_counter() - t
+    assert res.report.timings.screen_concurrent and res.report.action in ("allow", "annotate")
+    assert took < 0.8, took  # screen (0.3 s) and generation (0.3 s) overlapped, then the output scored (0.3 s)
+    assert [c[0] for c in scorer.calls] == ["score", "score_reply"] and [c[0] for c in remote.calls] == ["generate"]
+
+
+def test_a_rejected_prompt_cancels_the_concurrent_generation():
+    guard, remote, scorer = _remote_and_scorer(5.0, [gibberish_suffix()], [generation(benign(30))])
+    scorer.delay = 0.2  # the generation has started when the verdict comes
+    import time
+
+    t = time.perf_counter()
+    res = run(guard.chat(USER))
+    assert res.report.action == "reject" and res.error is not None and res.report.attempts == []
+    assert time.perf_counter() - t < 2.0  # the 5 s generation was cancelled, not awaited
+    assert [c[0] for c in remote.calls] == ["generate"] and remote.remaining == 1  # started, never finished
+
+
+def test_no_concurrent_generation_when_the_policy_says_so_or_the_model_screens_itself():
+    pol = parse_policy(custom(prompt="prompt:\n  concurrent: false\n  tiers:\n    - {p: 0.01, action: reject}"), "t.yaml")
+    scorer = ScriptedBackend([gibberish_suffix()], scorer=embedded_scorer())
+    remote = ScriptedBackend([generation(benign(30))])
+    res = run(Guard(pol, remote, scorer=scorer, output_regimes=[]).chat(USER))
+    assert res.report.action == "reject" and remote.calls == [] and not res.report.timings.screen_concurrent
+    guard, _be = make("default", [benign(), generation(benign(60, seed=3))])
+    res = run(guard.chat(USER))
+    assert not res.report.timings.screen_concurrent  # the same model screens and generates: one after the other

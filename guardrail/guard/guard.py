@@ -8,6 +8,7 @@ baselines work in front of any backend).  The clock is injected (budgets are tes
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -15,11 +16,9 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from ..backends.base import Backend, GenerationRequest, Message
-from ..baselines.model import Baseline, BaselineError
-from ..baselines.registry import regimes, resolve
+from ..baselines.model import Baseline
+from ..baselines.registry import regimes
 from ..baselines.verdict import ScorerKind, Verdict, judge, unscorable
 from ..cache import ScoreCache
 from ..errors import BackendError, ConfigError, InputError
@@ -30,6 +29,7 @@ from .policy import Policy, SideRules, load_policy
 from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
 from .result import GuardResult
 from .review import InMemoryReviewQueue, ReviewQueue
+from .sides import cancel_task, check_tiers, judged_text, messages_of, n_output, resolve_baselines
 from .streaming import StreamEvent, stream_chat
 
 __all__ = ["Guard", "derive_seed", "resolve_baselines"]
@@ -67,7 +67,7 @@ class Guard:
         if "output" in self.baselines:
             found = regimes(policy.output.baseline) if output_regimes is None else list(output_regimes)
             self.regimes = [b for b in found if b.scorer_id == backend.scorer.id and "temperature" in b.unit]
-            _check_tiers(policy, "output", self.regimes)
+            check_tiers(policy, "output", self.regimes)
 
     @classmethod
     def from_policy(cls, name_or_path: str | Policy, backend: Backend | None = None, *,
@@ -111,15 +111,25 @@ class Guard:
         ``extra`` / ``raw_messages``: forwarded as they came by a pass-through backend (tools, response_format,
         content parts ...); ``messages`` are then the texts screened."""
         t0 = self._clock()
-        msgs = _messages(messages)
+        msgs = messages_of(messages)
         report, cand = self._start(request_id, model)
-        prompt_action, ended = await self._screen(msgs, report, cand)
-        if ended is not None:
-            return self._done(ended, t0)
         base = self.request_base(msgs, max_tokens=max_tokens, stop=stop, top_logprobs=top_logprobs,
                                  logprobs=logprobs, extra=extra, raw_messages=raw_messages)
+        first = None
+        if self._screen_concurrently():  # the first attempt starts now; released only once the prompt passes
+            sampling = self._sampling(0, report.request_id, max_tokens, temperature, top_p, seed)
+            first = asyncio.ensure_future(self._timed_generate(self.attempt_request(base, sampling)))
+            report.timings.screen_concurrent = True
+        try:
+            prompt_action, ended = await self._screen(msgs, report, cand)
+        except BaseException:
+            await cancel_task(first)
+            raise
+        if ended is not None:
+            await cancel_task(first)
+            return self._done(ended, t0)
         out_action, out_reason = await self._ladder(base, report, cand, temperature=temperature, top_p=top_p,
-                                                    seed=seed)
+                                                    seed=seed, first=first)
         return await self._finish(report, cand, prompt_action, out_action, out_reason, t0)
 
     async def _finish(self, report: GuardReport, cand: Candidate, prompt_action: str, out_action: str,
@@ -184,7 +194,7 @@ class Guard:
         kind, scorer = self._judge_by["prompt"]
         b = self.baselines["prompt"]
         verdicts, cached = [], 0
-        for i, m in enumerate(_messages(messages)):
+        for i, m in enumerate(messages_of(messages)):
             if m.role not in rules.roles or not m.content.strip():
                 continue
             key = (scorer.scorer.id, b.id, hashlib.sha256(m.content.encode("utf-8", "surrogatepass")).hexdigest())
@@ -228,19 +238,34 @@ class Guard:
                 upd["raw_messages"] = [{"role": "system", "content": sampling.system_note}, *base.raw_messages]
         return base.model_copy(update=upd)
 
+    def _screen_concurrently(self) -> bool:
+        """Generate while the prompt is screened: only when the policy allows it, the prompt is screened at all,
+        and by another model than the one generating (the same model would only queue behind itself)."""
+        rules = self.policy.prompt
+        judged = self._judge_by.get("prompt")
+        return (rules is not None and judged is not None and rules.concurrent and not self.policy.shadow
+                and judged[1] is not self.backend)
+
+    async def _timed_generate(self, req: GenerationRequest) -> tuple[Generation, float]:
+        t = self._clock()
+        gen = await self.backend.generate(req)
+        return gen, (self._clock() - t) * 1e3
+
     async def _ladder(self, base: GenerationRequest, report: GuardReport, cand: Candidate, *, temperature: float,
-                      top_p: float, seed: int | None) -> tuple[str, str]:
+                      top_p: float, seed: int | None,
+                      first: asyncio.Future[tuple[Generation, float]] | None = None) -> tuple[str, str]:
         pol, t0 = self.policy, self._clock()
         attempt, rid, max_tokens = 0, report.request_id, base.max_tokens
         while True:
             sampling = self._sampling(attempt, rid, max_tokens, temperature, top_p, seed)
             req = self.attempt_request(base, sampling)
             req_msgs = req.messages
-            t = self._clock()
-            gen = await self.backend.generate(req)
-            gen_ms = (self._clock() - t) * 1e3
-            usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=_n_output(gen),
-                          total_tokens=gen.prompt_tokens + _n_output(gen))
+            if attempt == 0 and first is not None:
+                gen, gen_ms = await first
+            else:
+                gen, gen_ms = await self._timed_generate(req)
+            usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=n_output(gen),
+                          total_tokens=gen.prompt_tokens + n_output(gen))
             for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 setattr(report.usage, k, getattr(report.usage, k) + getattr(usage, k))
             t = self._clock()
@@ -349,60 +374,3 @@ class Guard:
     def _done(self, res: GuardResult, t0: float) -> GuardResult:
         res.report.timings.total_ms = (self._clock() - t0) * 1e3
         return res
-
-
-def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = None) -> dict[str, Baseline]:
-    """The baseline of each enabled side (``given`` first, else by registered name), each tier checked against
-    its resolution; errors name the policy file and line."""
-    out = {}
-    for side, rules in policy.sides().items():
-        b = (given or {}).get(side)
-        if b is None:
-            try:
-                b = resolve(rules.baseline, side)
-            except BaselineError as e:
-                raise ConfigError(f"{policy.where(side, 'baseline')}: {side}.baseline: {e}") from None
-        _check_tiers(policy, side, [b])
-        out[side] = b
-    return out
-
-
-def _check_tiers(policy: Policy, side: str, baselines: Sequence[Baseline]) -> None:
-    rules = policy.sides()[side]
-    for b in baselines:
-        for i, tier in enumerate(rules.tiers):
-            try:
-                b.check_tier(tier.p, tail=tier.tail, where=f"{policy.where(side, 'tiers', i, 'p')}: {side}.tiers.{i}.p")
-            except BaselineError as e:
-                raise ConfigError(str(e)) from None
-
-
-def _messages(messages: Sequence[Message | Mapping[str, Any]]) -> list[Message]:
-    if not messages:
-        raise InputError("messages: at least one message is needed")
-    out = []
-    for i, m in enumerate(messages):
-        if isinstance(m, Message):
-            out.append(m)
-            continue
-        try:
-            out.append(Message.model_validate(dict(m)))
-        except (ValidationError, TypeError, ValueError) as e:
-            detail = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
-            raise InputError(f"messages[{i}]: {detail}") from None
-    return out
-
-
-def _n_output(gen: Generation) -> int:
-    return gen.completion_tokens if gen.completion_tokens is not None else len(gen.output.tokens)
-
-
-def judged_text(gen: Generation) -> str:
-    """What the output side judges: the answer's text, or, for an answer that is only tool calls, their
-    arguments (what an agent would act on)."""
-    if gen.output.text.strip():
-        return gen.output.text
-    calls = gen.message_extra.get("tool_calls") or []
-    args = [c.get("function", {}).get("arguments") for c in calls if isinstance(c, dict)]
-    return "\n".join(a for a in args if isinstance(a, str))
-

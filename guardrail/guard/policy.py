@@ -56,6 +56,8 @@ class SideRules(_Strict):
     tiers: list[Tier] = Field(min_length=1)
     unscorable: FailMode = "open"  # no logprobs for this side: open = allow it, closed = its most severe tier
     missing_signal: FailMode = "open"  # a signal without a value: open = decide on the others, closed = most severe
+    concurrent: bool = Field(True, description="prompt side, a backend other than the scorer: generate while the "
+                             "prompt is screened (nothing is released before it passes; a rejection cancels it)")
 
     @field_validator("tiers")
     @classmethod

@@ -90,6 +90,7 @@ class StreamInfo(BaseModel):
 
 
 class Timings(BaseModel):
+    screen_concurrent: bool = False  # the first generation ran while the prompt was screened
     screen_ms: float = 0.0
     generate_ms: float = 0.0
     score_ms: float = 0.0

@@ -22,6 +22,7 @@ from ..backends.openai_logprobs import Origin
 from ..types import Generation, Side, Token
 from .report import Attempt, GuardReport, SideDecision, Usage
 from .result import GuardResult
+from .sides import messages_of
 from .stream_assess import StreamAssessor
 
 if TYPE_CHECKING:
@@ -66,10 +67,8 @@ async def stream_chat(
     request_id: str | None = None, top_logprobs: int = 0, logprobs: bool = False,
     extra: Mapping[str, Any] | None = None, raw_messages: Sequence[Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[StreamEvent]:
-    from .guard import _messages
-
     t0 = guard._clock()
-    msgs = _messages(messages)
+    msgs = messages_of(messages)
     report, cand = guard._start(request_id, model)
     prompt_action, ended = await guard._screen(msgs, report, cand)
     if ended is not None:

@@ -1,0 +1,85 @@
+"""What the Guard judges each side with and on: the baselines a policy names (tiers checked against their
+resolution), the request's messages, the text an output is judged on, its token count."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..backends.base import Message
+from ..baselines.model import Baseline, BaselineError
+from ..baselines.registry import resolve
+from ..errors import ConfigError, InputError
+from ..types import Generation
+from .policy import Policy
+
+__all__ = ["cancel_task", "check_tiers", "judged_text", "messages_of", "n_output", "resolve_baselines"]
+
+
+def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = None) -> dict[str, Baseline]:
+    """The baseline of each enabled side (``given`` first, else by registered name), each tier checked against
+    its resolution; errors name the policy file and line."""
+    out = {}
+    for side, rules in policy.sides().items():
+        b = (given or {}).get(side)
+        if b is None:
+            try:
+                b = resolve(rules.baseline, side)
+            except BaselineError as e:
+                raise ConfigError(f"{policy.where(side, 'baseline')}: {side}.baseline: {e}") from None
+        check_tiers(policy, side, [b])
+        out[side] = b
+    return out
+
+
+def check_tiers(policy: Policy, side: str, baselines: Sequence[Baseline]) -> None:
+    rules = policy.sides()[side]
+    for b in baselines:
+        for i, tier in enumerate(rules.tiers):
+            try:
+                b.check_tier(tier.p, tail=tier.tail, where=f"{policy.where(side, 'tiers', i, 'p')}: {side}.tiers.{i}.p")
+            except BaselineError as e:
+                raise ConfigError(str(e)) from None
+
+
+def messages_of(messages: Sequence[Message | Mapping[str, Any]]) -> list[Message]:
+    if not messages:
+        raise InputError("messages: at least one message is needed")
+    out = []
+    for i, m in enumerate(messages):
+        if isinstance(m, Message):
+            out.append(m)
+            continue
+        try:
+            out.append(Message.model_validate(dict(m)))
+        except (ValidationError, TypeError, ValueError) as e:
+            detail = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            raise InputError(f"messages[{i}]: {detail}") from None
+    return out
+
+
+async def cancel_task(task: asyncio.Future | None) -> None:
+    """Cancel a generation started alongside the screen (a rejected prompt's answer is never used)."""
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    elif task is not None and not task.cancelled():
+        task.exception()  # retrieved: a failed generation nobody needs is not an unhandled error
+
+
+def n_output(gen: Generation) -> int:
+    return gen.completion_tokens if gen.completion_tokens is not None else len(gen.output.tokens)
+
+
+def judged_text(gen: Generation) -> str:
+    """What the output side judges: the answer's text, or, for an answer that is only tool calls, their
+    arguments (what an agent would act on)."""
+    if gen.output.text.strip():
+        return gen.output.text
+    calls = gen.message_extra.get("tool_calls") or []
+    args = [c.get("function", {}).get("arguments") for c in calls if isinstance(c, dict)]
+    return "\n".join(a for a in args if isinstance(a, str))
+
