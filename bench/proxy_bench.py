@@ -59,6 +59,7 @@ def start(args: list[str], ready_url: str, timeout: float = 120) -> subprocess.P
         if proc.poll() is not None:
             raise RuntimeError(f"{args} exited: {proc.stderr.read().decode()[-2000:]}")
         time.sleep(0.1)
+    proc.kill()
     raise RuntimeError(f"{args} not ready")
 
 
@@ -206,7 +207,10 @@ def main() -> None:
     finally:
         for p in procs:
             p.terminate()
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 if __name__ == "__main__":

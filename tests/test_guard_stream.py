@@ -115,3 +115,31 @@ def test_a_stream_without_checkpoints_passes_through_and_is_judged_at_the_end():
     out = collect(guard, max_tokens=32)
     assert [len(e.tokens) for e in out if isinstance(e, StreamDelta)] == [1] * 19 + [1]
     assert out[-1].result.report.stream is None and out[-1].result.report.attempts[0].output.p_value is not None
+
+
+def _remote(scorer_script, backend_script, gen_delay=0.0):
+    from guard_helpers import embedded_scorer
+
+    from guardrail.backends.scripted import ScriptedBackend
+    scorer = ScriptedBackend(scorer_script, scorer=embedded_scorer())
+    remote = ScriptedBackend(backend_script, delay=gen_delay)
+    return Guard(load_policy("default"), remote, scorer=scorer, output_regimes=[]), remote, scorer
+
+
+def test_remote_stream_starts_while_the_prompt_is_screened_and_releases_nothing_before():
+    seg = typical(20)
+    guard, remote, scorer = _remote([benign(), benign(20, seed=5, side=Side.OUTPUT)], [events(seg)], gen_delay=0.01)
+    scorer.delay = 0.15  # the stream has begun when the verdict comes
+    out = collect(guard, max_tokens=32)
+    assert isinstance(out[0], StreamStart) and out[0].report.timings.screen_concurrent
+    assert "".join(e.text for e in out if isinstance(e, StreamDelta)) == seg.text
+    assert out[-1].result.report.action in ("allow", "annotate") and remote.streams == [(20, True)]
+
+
+def test_remote_stream_of_a_rejected_prompt_is_cancelled():
+    seg = typical(200)
+    guard, remote, scorer = _remote([gibberish_suffix()], [events(seg, "length")], gen_delay=0.01)
+    scorer.delay = 0.15
+    out = collect(guard, max_tokens=256)
+    assert len(out) == 1 and isinstance(out[0], StreamEnd) and out[0].result.report.action == "reject"
+    assert len(remote.streams) == 1 and remote.streams[0][1] is False and 0 < remote.streams[0][0] < 200

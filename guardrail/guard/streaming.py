@@ -13,6 +13,7 @@ such a stream passes through and is judged at its end (the report has no ``strea
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,46 @@ class StreamEnd:
 StreamEvent = StreamStart | StreamDelta | StreamEnd
 
 
+class _Prefetch:
+    """A backend stream read ahead into a queue while the prompt is screened (nothing leaves the Guard before
+    the screen passes); closing it cancels the read and closes the backend's stream."""
+
+    _END = object()
+
+    def __init__(self, source: AsyncIterator[TokenEvent]) -> None:
+        self._source = source
+        self._q: asyncio.Queue[Any] = asyncio.Queue()
+        self._task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for ev in self._source:
+                self._q.put_nowait(ev)
+            self._q.put_nowait(self._END)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # handed to the reader, raised where it reads
+            self._q.put_nowait(e)
+        finally:
+            await self._source.aclose()  # type: ignore[attr-defined]
+
+    def __aiter__(self) -> _Prefetch:
+        return self
+
+    async def __anext__(self) -> TokenEvent:
+        item = await self._q.get()
+        if item is self._END:
+            raise StopAsyncIteration
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 def _release(held: list[TokenEvent]) -> StreamDelta:
     return StreamDelta("".join(e.text for e in held), [e.token for e in held if e.token is not None])
 
@@ -70,16 +111,25 @@ async def stream_chat(
     t0 = guard._clock()
     msgs = messages_of(messages)
     report, cand = guard._start(request_id, model)
-    prompt_action, ended = await guard._screen(msgs, report, cand)
-    if ended is not None:
-        res = guard._done(ended, t0)
-        yield StreamEnd(res, "content_filter" if res.completion is not None else "stop")
-        return
     pol = guard.policy
     sampling = guard._sampling(0, report.request_id, max_tokens, temperature, top_p, seed)
     req = guard.attempt_request(guard.request_base(msgs, max_tokens=max_tokens, stop=stop, top_logprobs=top_logprobs,
                                                    logprobs=logprobs, extra=extra, raw_messages=raw_messages),
                                 sampling)
+    early = _Prefetch(guard.backend.stream(req)) if guard._screen_concurrently() else None
+    report.timings.screen_concurrent = early is not None
+    try:
+        prompt_action, ended = await guard._screen(msgs, report, cand)
+    except BaseException:
+        if early is not None:
+            await early.aclose()
+        raise
+    if ended is not None:
+        if early is not None:
+            await early.aclose()  # the generation started alongside the screen is cancelled
+        res = guard._done(ended, t0)
+        yield StreamEnd(res, "content_filter" if res.completion is not None else "stop")
+        return
     kind = guard._judge_by["output"][0] if "output" in guard._judge_by else None
     assessor = None
     out_baseline = guard.baselines.get("output")
@@ -95,7 +145,7 @@ async def stream_chat(
     assess_s = 0.0
     yield StreamStart(report)
     t = guard._clock()
-    agen = guard.backend.stream(req)
+    agen = early if early is not None else guard.backend.stream(req)
     try:
         async for ev in agen:
             events.append(ev)
