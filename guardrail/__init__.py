@@ -8,6 +8,14 @@ from .errors import BackendError, ConfigError, GuardrailError, InputError, Model
 from .scoring import DEFAULT_WIDTHS, TextScore, WindowStat, score_segment
 from .types import Flag, Generation, LogprobMode, Segment, Side, Token, TopLogprob
 
+
+def wrap(client, policy="default", **kw):  # lazy import: importing guardrail stays light
+    """An official openai client whose chat completions go through the Guard (see guardrail/wrapping.py)."""
+    from .wrapping import wrap as _wrap
+
+    return _wrap(client, policy, **kw)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -28,4 +36,5 @@ __all__ = [
     "UnscorableError",
     "WindowStat",
     "score_segment",
+    "wrap",
 ]
