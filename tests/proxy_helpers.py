@@ -50,3 +50,18 @@ def sse_events(text: str) -> list[dict | str]:
         data = block.removeprefix("data: ")
         out.append(data if data == "[DONE]" else json.loads(data))
     return out
+
+
+async def gcg_rejected_and_stream_text(c, model: str, gcg_prompt: str) -> tuple[str, list]:
+    """Two checks every real-backend proxy test makes: a GCG-suffixed prompt is rejected before generation; a
+    short greedy stream comes through.  Returns the streamed text and the events."""
+    r = await c.post("/v1/chat/completions", json={
+        "model": model, "max_tokens": 24, "messages": [{"role": "user", "content": gcg_prompt}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "guardrail_rejected"
+    r = await c.post("/v1/chat/completions", json={
+        "model": model, "max_tokens": 16, "temperature": 0, "stream": True,
+        "messages": [{"role": "user", "content": "Name a colour."}]})
+    ev = sse_events(r.text)
+    text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in ev[:-1] if ch["choices"])
+    assert text and ev[-1] == "[DONE]" and ev[-2]["guardrail"]["attempts"][0]["text"] == text
+    return text, ev

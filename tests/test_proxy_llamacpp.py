@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from proxy_helpers import sse_events
+from proxy_helpers import gcg_rejected_and_stream_text
 
 from guardrail.proxy import ProxyConfig, create_app
 from guardrail.proxy.config import ModelRoute
@@ -44,15 +44,5 @@ def test_guarded_chat_through_a_real_llamacpp_server(llamacpp_server):
                 assert lp and all(e["logprob"] <= 0 for e in lp)
                 assert body["usage"]["prompt_tokens"] > 0 and body["usage"]["completion_tokens"] > 0
 
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "llama", "max_tokens": 24, "messages": [{"role": "user", "content": GCG["prompt"]}]})
-                assert r.status_code == 400 and r.json()["error"]["code"] == "guardrail_rejected"
-
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "llama", "max_tokens": 16, "temperature": 0, "stream": True,
-                    "messages": [{"role": "user", "content": "Name a colour."}]})
-                ev = sse_events(r.text)
-                streamed = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in ev[:-1] if ch["choices"])
-                assert streamed and ev[-1] == "[DONE]"
-                assert ev[-2]["guardrail"]["attempts"][0]["text"] == streamed
+                await gcg_rejected_and_stream_text(c, "llama", GCG["prompt"])
     asyncio.run(go())

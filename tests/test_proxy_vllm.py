@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from proxy_helpers import sse_events
+from proxy_helpers import gcg_rejected_and_stream_text
 
 from guardrail.proxy import ProxyConfig, create_app
 from guardrail.proxy.config import ModelRoute
@@ -45,13 +45,5 @@ def test_guarded_chat_through_vllm(vllm_server):
                     "model": "v", "max_tokens": 24, "top_k": "not a number",
                     "messages": [{"role": "user", "content": "Name a colour."}]})
                 assert r.status_code == 400 and r.json()["error"]["code"] == "backend_rejected"  # vLLM's 400
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "v", "max_tokens": 24, "messages": [{"role": "user", "content": GCG["prompt"]}]})
-                assert r.status_code == 400 and r.json()["error"]["code"] == "guardrail_rejected"
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "v", "max_tokens": 16, "temperature": 0, "stream": True,
-                    "messages": [{"role": "user", "content": "Name a colour."}]})
-                ev = sse_events(r.text)
-                streamed = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in ev[:-1] if ch["choices"])
-                assert streamed and ev[-2]["guardrail"]["attempts"][0]["text"] == streamed
+                await gcg_rejected_and_stream_text(c, "v", GCG["prompt"])
     asyncio.run(go())
