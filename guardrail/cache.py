@@ -5,6 +5,11 @@ SQLite file (WAL mode, safe for several processes), values are zlib-compressed J
 no pickle.  The text itself is not stored (only its hash): the caller supplies it back on a hit.
 
 Location: ``$GUARDRAIL_CACHE_DIR`` or ``~/.cache/guardrail``; ``ScoreCache(None)`` is a no-op cache.
+
+Privacy at rest: the tokens' texts make every cached text readable again, so the directory is made 0700 and the
+database (with its WAL and shared-memory files) 0600; every entry has a timestamp and
+:meth:`ScoreCache.purge` (``guardrail cache purge --older-than DAYS``) deletes old ones.  The request path
+(Guard, proxy) writes nothing here unless it is given a cache.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +31,14 @@ __all__ = ["ScoreCache", "default_cache_path", "segment_from_dict", "segment_to_
 
 _FORMAT = 1
 _FLAG_BITS = {f: 1 << i for i, f in enumerate(Flag)}
+
+
+def _private_dir(d: Path) -> None:
+    """Create ``d`` 0700; tighten it to 0700 when it exists with wider permissions and is ours."""
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = d.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.getuid():
+        d.chmod(0o700)
 
 
 def default_cache_path() -> Path:
@@ -91,16 +105,46 @@ class ScoreCache:
         if self.path is None:
             return None
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.path.parent)
+            # created 0600 before SQLite opens it (its -wal and -shm files take the database's permissions)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+            for p in (self.path, *(self.path.with_name(self.path.name + x) for x in ("-wal", "-shm"))):
+                if p.exists() and p.stat().st_mode & 0o077:
+                    p.chmod(0o600)
             db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS scores (scorer_id TEXT NOT NULL, side TEXT NOT NULL, "
-                "text_sha256 TEXT NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (scorer_id, side, text_sha256))"
+                "text_sha256 TEXT NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL DEFAULT 0, "
+                "PRIMARY KEY (scorer_id, side, text_sha256))"
             )
+            cols = {r[1] for r in db.execute("PRAGMA table_info(scores)")}
+            if "created" not in cols:  # a cache from before timestamps: its entries count as the oldest
+                db.execute("ALTER TABLE scores ADD COLUMN created REAL NOT NULL DEFAULT 0")
             db.commit()
             self._db = db
         return self._db
+
+    def purge(self, older_than_s: float) -> int:
+        """Delete the entries written more than ``older_than_s`` seconds ago (entries from before timestamps
+        count as the oldest); returns how many went.  The freed pages are given back to the file system."""
+        db = self._conn()
+        if db is None:
+            return 0
+        with self._lock:
+            n = db.execute("DELETE FROM scores WHERE created < ?", (time.time() - older_than_s,)).rowcount
+            db.commit()
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("VACUUM")
+        return int(n)
+
+    def info(self) -> dict[str, object]:
+        db = self._conn()
+        if db is None:
+            return {"path": None, "entries": 0}
+        n, oldest, newest = db.execute("SELECT COUNT(*), MIN(created), MAX(created) FROM scores").fetchone()
+        return {"path": str(self.path), "entries": n, "bytes": self.path.stat().st_size,  # type: ignore[union-attr]
+                "oldest": oldest, "newest": newest}
 
     def get_many(self, scorer_id: str, side: Side, texts: Iterable[str]) -> dict[str, Segment]:
         """Cached segments by text (only the hits)."""
@@ -151,13 +195,15 @@ class ScoreCache:
         db = self._conn()
         if db is None:
             return
+        now = time.time()
         rows = [
             (s.scorer_id, s.side.value, text_key(s.text),
-             zlib.compress(json.dumps(segment_to_dict(s), separators=(",", ":")).encode(), 6))
+             zlib.compress(json.dumps(segment_to_dict(s), separators=(",", ":")).encode(), 6), now)
             for s in segments
         ]
         with self._lock:
-            db.executemany("INSERT OR REPLACE INTO scores VALUES (?,?,?,?)", rows)
+            db.executemany("INSERT OR REPLACE INTO scores (scorer_id, side, text_sha256, payload, created) "
+                           "VALUES (?,?,?,?,?)", rows)
             db.commit()
 
     def close(self) -> None:

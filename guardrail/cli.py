@@ -1,5 +1,5 @@
 """Command line: ``guardrail score`` (one text), ``guardrail batch`` (a JSONL file, cached), and the subcommands
-(baseline, eval, policy, screen, chat, serve, keys).
+(baseline, eval, policy, screen, chat, serve, keys, cache).
 
 Rules for every command: ``--json`` prints exactly one JSON document to stdout; errors print one line
 ``error: ...`` to stderr and exit non-zero (2 bad input/config, 3 model, 4 backend), never a traceback.
@@ -29,6 +29,7 @@ def _register_subcommands() -> None:
     from .cli_baseline import app as baseline_app
     from .cli_eval import app as eval_app
     from .cli_guard import chat, policy_app, screen
+    from .cli_cache import cache_app
     from .cli_proxy import keys_app, serve
 
     app.add_typer(baseline_app, name="baseline")
@@ -38,6 +39,7 @@ def _register_subcommands() -> None:
     app.command()(chat)
     app.command()(serve)
     app.add_typer(keys_app, name="keys")
+    app.add_typer(cache_app, name="cache")
 
 
 _register_subcommands()

@@ -1,6 +1,6 @@
 import pytest
 
-from guardrail.cache import ScoreCache, segment_from_dict, segment_to_dict
+from guardrail.cache import ScoreCache, segment_from_dict, segment_to_dict, text_key
 from guardrail.types import Flag, LogprobMode, Segment, Side, Token, TopLogprob
 
 
@@ -55,3 +55,53 @@ def test_unknown_format_rejected():
     d["v"] = 99
     with pytest.raises(ValueError):
         segment_from_dict(d, "héllo")
+
+
+def test_cache_is_private_timestamped_and_purgeable(tmp_path):
+    import os
+    import sqlite3
+    import stat
+    import time
+
+    from typer.testing import CliRunner
+
+    from guardrail.cli import app as cli
+
+    d = tmp_path / "c"
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)
+    path = d / "scores.sqlite"
+    c = ScoreCache(path)
+    c.put_many([_seg("old text"), _seg("new text")])
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700  # tightened
+    for p in d.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) & 0o077 == 0, p  # the database, its WAL and shm: 0600
+    db = sqlite3.connect(path)
+    db.execute("UPDATE scores SET created = ? WHERE text_sha256 = ?", (time.time() - 10 * 86400, text_key("old text")))
+    db.commit()
+    db.close()
+    assert c.info()["entries"] == 2
+    assert c.purge(5 * 86400) == 1
+    assert set(c.get_many(_seg("x").scorer_id, Side.PROMPT, ["old text", "new text"])) == {"new text"}
+    c.close()
+    r = CliRunner().invoke(cli, ["cache", "purge", "--older-than", "0", "--path", str(path)])
+    assert r.exit_code == 0 and "purged 1 entries" in r.output
+    r = CliRunner().invoke(cli, ["cache", "info", "--path", str(path)])
+    assert '"entries": 0' in r.output
+    assert CliRunner().invoke(cli, ["cache", "purge", "--older-than", "-1", "--path", str(path)]).exit_code == 2
+    assert os.stat(path).st_size > 0
+
+
+def test_a_cache_from_before_timestamps_is_migrated(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE scores (scorer_id TEXT NOT NULL, side TEXT NOT NULL, text_sha256 TEXT NOT NULL, "
+               "payload BLOB NOT NULL, PRIMARY KEY (scorer_id, side, text_sha256))")
+    db.commit()
+    db.close()
+    c = ScoreCache(path)
+    c.put_many([_seg("a text")])
+    assert c.info()["entries"] == 1 and c.purge(3600) == 0
+    c.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, ModelError
-from ..models import models_cache_dir
+from ..models import file_sha256, models_cache_dir
 
 log = logging.getLogger("guardrail.llama")
 
@@ -135,7 +135,9 @@ def compute_copy(path: Path, compute: str, sha256: str) -> Path:
     """A copy of the GGUF at ``path`` with its weights in ``compute`` type, made once and cached.
 
     Made with llama.cpp's own ``llama_model_quantize`` (which de-quantises and re-encodes every tensor),
-    written under a temporary name and renamed, so concurrent first runs are safe.
+    written under a temporary name and renamed, so concurrent first runs are safe.  Its SHA-256 is recorded
+    beside it (``.sha256``) and checked before every use: a copy that does not match (altered, truncated, or
+    made before hashes were recorded) is made again.
     """
     if compute not in COMPUTE_TYPES:
         raise ConfigError(f"unknown compute type {compute!r}; choose from {', '.join(COMPUTE_TYPES)}")
@@ -144,10 +146,16 @@ def compute_copy(path: Path, compute: str, sha256: str) -> Path:
     if ftype is None:
         return path
     out = models_cache_dir() / f"{sha256[:16]}-{compute}.gguf"
+    record = out.with_name(out.name + ".sha256")
     if out.exists():
-        return out
+        try:
+            if record.read_text().strip() == file_sha256(out):
+                return out
+        except OSError:
+            pass
+        out.unlink(missing_ok=True)  # not the copy that was made: make it again
     L = _llama()  # noqa: N806
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     params = L.llama_model_quantize_default_params()
     params.ftype = ftype
@@ -158,9 +166,13 @@ def compute_copy(path: Path, compute: str, sha256: str) -> Path:
         rc = L.llama_model_quantize(str(path).encode(), str(tmp).encode(), params)
         if rc != 0 or not tmp.exists():
             raise ModelError(f"cannot load model {path}: {_why(f'llama.cpp code {rc}')}")
+        rec_tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        rec_tmp.write_text(file_sha256(tmp) + "\n")
         os.replace(tmp, out)
+        os.replace(rec_tmp, record)
     finally:
         tmp.unlink(missing_ok=True)
+        record.with_name(f".{record.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
     return out
 
 
