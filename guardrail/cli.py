@@ -27,9 +27,9 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from .cli_baseline import app as baseline_app
+    from .cli_cache import cache_app
     from .cli_eval import app as eval_app
     from .cli_guard import chat, policy_app, screen
-    from .cli_cache import cache_app
     from .cli_proxy import keys_app, serve
 
     app.add_typer(baseline_app, name="baseline")
