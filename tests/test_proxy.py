@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 
 import numpy as np
 import pytest
@@ -408,4 +409,6 @@ def test_metrics_count_requests_actions_and_p_values():
             assert 'guardrail_side_actions_total{action="reject",policy="default",side="prompt"} 1.0' in text
             assert "guardrail_p_value_bucket" in text and 'side="prompt"' in text
             assert 'guardrail_stage_milliseconds_count{stage="total"} 2.0' in text
+            assert re.search(r'guardrail_drift_log10_martingale\{baseline="[^"]+",side="prompt"\} -?[0-9.]', text)
+            assert re.search(r'guardrail_drift_alarm\{baseline="[^"]+",side="prompt"\} [01]\.0', text)
     run(go())

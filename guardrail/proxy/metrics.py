@@ -2,13 +2,15 @@
 
 Requests by route, model and status; final actions per policy; each side's action per policy; regenerations;
 unscorable texts; latency per stage; and every baseline's realised p-values as a histogram, so that the flag
-rate at any alpha is ``bucket(le=alpha) / count`` -- what calibration promised, measured on live traffic.
+rate at any alpha is ``bucket(le=alpha) / count`` -- what calibration promised, measured on live traffic -- and
+each baseline's drift martingale (guard/drift.py).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from ..guard.drift import DriftMonitor
 from ..guard.report import GuardReport, SideDecision
 
 __all__ = ["CONTENT_TYPE_LATEST", "ProxyMetrics"]
@@ -38,6 +40,12 @@ class ProxyMetrics:
         self.aborts = Counter("guardrail_stream_aborts", "streams cut at a checkpoint", ["policy"], registry=r)
         self.tokens_saved = Counter("guardrail_tokens_saved", "output tokens not generated thanks to an early abort "
                                     "(max_tokens minus the tokens generated when cut)", ["model"], registry=r)
+        self.drift = Gauge("guardrail_drift_log10_martingale", "conformal test martingale over each baseline's "
+                           "p-values on live traffic (log10; >= 2 means drift at <= 1 % false-alarm, Ville)",
+                           ["baseline", "side"], registry=r)
+        self.drift_alarm = Gauge("guardrail_drift_alarm", "1 once the baseline's drift martingale crossed 100",
+                                 ["baseline", "side"], registry=r)
+        self._monitors: dict[tuple[str, str], DriftMonitor] = {}
         self.in_flight = Gauge("guardrail_in_flight", "requests being handled", ["model"], registry=r)
 
     def observe(self, model: str, report: GuardReport) -> None:
@@ -54,6 +62,9 @@ class ProxyMetrics:
                     self.unscorable.labels(pol, d.side).inc()
                 elif v.p_value is not None and v.baseline:
                     self.p_values.labels(v.baseline, d.side).observe(v.p_value)
+                    mon = self._monitors.setdefault((v.baseline, d.side), DriftMonitor(seed=0))
+                    self.drift.labels(v.baseline, d.side).set(mon.update(v.p_value, v.resolution))
+                    self.drift_alarm.labels(v.baseline, d.side).set(1.0 if mon.alarmed else 0.0)
         t = report.timings
         for stage in ("screen_ms", "generate_ms", "score_ms", "decide_ms", "total_ms"):
             self.stage_ms.labels(stage.removesuffix("_ms")).observe(getattr(t, stage))
