@@ -9,7 +9,9 @@ client's own ``ChatCompletion`` objects with the report under ``model_extra["gua
 
 The client's server is reached over httpx with its base URL and key (what the client would send goes through
 unchanged: tools, response_format, vendor fields); the embedded scorer judges both sides with the shipped
-baselines unless a baseline fitted for the served model is named.  Not yet: ``stream=True`` (use the proxy).
+baselines unless a baseline fitted for the served model is named.  ``stream=True`` returns the client's own
+``ChatCompletionChunk`` objects as the Guard releases assessed text (the last one, without choices, carries the
+report); a rejected prompt raises before the first chunk.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from .errors import ConfigError, InputError
 from .guard.guard import Guard
 from .guard.policy import Policy, load_policy
 from .guard.result import GuardResult
+from .guard.streaming import StreamEnd
 from .guard.sync import run_sync
 from .proxy.chat_request import ChatRequest, guard_messages
 from .proxy.errors import ProxyError
 from .proxy.responses import completion_body
+from .proxy.streaming import Chunks
 
 __all__ = ["wrap"]
 
@@ -66,34 +70,112 @@ class _Core:
             g = self._guards[model] = Guard(self.policy, backend, scorer=self._scorer, **self._guard_kw)
         return g
 
-    async def create(self, kw: dict[str, Any]) -> Any:
-        from openai.types.chat import ChatCompletion
-
+    def _request(self, kw: dict[str, Any]) -> tuple[ChatRequest, dict[str, Any]]:
         try:
             req = ChatRequest.model_validate(kw)
-            if req.stream:
-                raise ProxyError(400, "stream=True through wrap() is not supported yet: use the proxy",
-                                 param="stream")
             req.check_supported("openai-compatible", passthrough=True)
             msgs = guard_messages(req, 10**9, passthrough=True)
+            max_tokens = req.max_new_tokens(256, 1 << 20)
         except ProxyError as e:
             raise InputError(e.message) from None
         except ValueError as e:  # pydantic's ValidationError
             raise InputError(f"invalid request: {e}") from None
-        res: GuardResult = await self.guard(req.model).chat(
-            msgs, model=req.model, max_tokens=req.max_new_tokens(256, 1 << 20),
-            temperature=1.0 if req.temperature is None else req.temperature, top_p=req.top_p, seed=req.seed,
-            stop=req.stop_list(), logprobs=req.logprobs, top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
-            extra=req.passthrough(), raw_messages=req.messages)
+        return req, dict(messages=msgs, model=req.model, max_tokens=max_tokens,
+                         temperature=1.0 if req.temperature is None else req.temperature, top_p=req.top_p,
+                         seed=req.seed, stop=req.stop_list(), logprobs=req.logprobs,
+                         top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0, extra=req.passthrough(),
+                         raw_messages=req.messages)
+
+    async def create(self, kw: dict[str, Any]) -> Any:
+        from openai.types.chat import ChatCompletion
+
+        req, call = self._request(kw)
+        if req.stream:
+            return await self.open_stream(req, call)
+        msgs = call.pop("messages")
+        res: GuardResult = await self.guard(req.model).chat(msgs, **call)
         res.raise_for_error()
         return ChatCompletion.model_validate(completion_body(res, model=req.model, logprobs=req.logprobs,
                                                              top_logprobs=req.top_logprobs or 0))
+
+    async def open_stream(self, req: ChatRequest, call: dict[str, Any]) -> _ChunkStream:
+        """Screen the prompt (raising if it is rejected), then a stream of ChatCompletionChunk objects."""
+        msgs = call.pop("messages")
+        events = self.guard(req.model).stream(msgs, **call)
+        first = await anext(events)
+        if isinstance(first, StreamEnd):  # ended before generation
+            await events.aclose()
+            first.result.raise_for_error()
+            return _ChunkStream(None, [], first.result)
+        include = bool(req.stream_options and req.stream_options.include_usage)
+        chunks = Chunks(first, req.model, logprobs=req.logprobs, top_logprobs=req.top_logprobs or 0,
+                        include_usage=include)
+        return _ChunkStream(events, [chunks.role()], None, chunks)
 
     async def aclose(self) -> None:
         for g in self._guards.values():
             await g.backend.aclose()
         if self._scorer is not None:
             await self._scorer.aclose()
+
+
+class _ChunkStream:
+    """The Guard's events as ChatCompletionChunk objects; iterate it (``for`` with a sync client, ``async for``
+    with an async one); ``close()`` / ``aclose()`` stop the generation."""
+
+    def __init__(self, events: Any, pending: list[dict[str, Any]], ended: GuardResult | None,
+                 chunks: Chunks | None = None) -> None:
+        self._events, self._pending, self._chunks = events, pending, chunks
+        self.result: GuardResult | None = ended  # the final result (report) once the stream ended
+        if ended is not None and ended.completion is not None:  # a held or refusal answer: one chunk of it
+            msg = ended.completion["choices"][0]
+            self._pending = [{"id": ended.completion["id"], "object": "chat.completion.chunk",
+                              "created": ended.completion["created"], "model": ended.completion["model"],
+                              "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                                 "content": msg["message"]["content"]},
+                                           "finish_reason": msg["finish_reason"]}],
+                              "guardrail": ended.report.model_dump(mode="json")}]
+
+    async def _next(self) -> Any:
+        from openai.types.chat import ChatCompletionChunk
+
+        while not self._pending:
+            if self._events is None:
+                raise StopAsyncIteration
+            try:
+                ev = await anext(self._events)
+            except StopAsyncIteration:
+                self._events = None
+                raise
+            assert self._chunks is not None
+            self._pending = self._chunks.of(ev)
+            if isinstance(ev, StreamEnd):
+                self.result = ev.result
+                self._events = None
+        return ChatCompletionChunk.model_validate(self._pending.pop(0))
+
+    def __aiter__(self) -> _ChunkStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self._next()
+
+    def __iter__(self) -> _ChunkStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return run_sync(self._next())
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    async def aclose(self) -> None:
+        if self._events is not None:
+            await self._events.aclose()
+            self._events = None
+
+    def close(self) -> None:
+        run_sync(self.aclose())
 
 
 class _Completions:

@@ -45,10 +45,25 @@ def test_rejected_prompt_raises_with_the_report_and_bad_calls_are_input_errors()
         with pytest.raises(GuardRejectedError) as ei:
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         assert ei.value.report.action == "reject" and ei.value.status == 400
-        with pytest.raises(InputError, match="stream"):
-            client.chat.completions.create(model="m", stream=True, messages=[{"role": "user", "content": "x"}])
         with pytest.raises(InputError):
             client.chat.completions.create(model="m", messages=[])
+
+
+def test_streams_come_back_as_chunks_and_a_rejected_prompt_raises_before_the_first():
+    with RecordingServer() as rec:
+        scorer = ScriptedBackend([benign(seed=7), benign(30, seed=8, side=Side.OUTPUT), gibberish_suffix()],
+                                 scorer=embedded_scorer())
+        client = guardrail.wrap(openai.OpenAI(base_url=rec.base_url, api_key="x"), scorer=scorer)
+        stream = client.chat.completions.create(model="m", stream=True, stream_options={"include_usage": True},
+                                                messages=[{"role": "user", "content": "capital of France?"}])
+        chunks = list(stream)
+        assert all(isinstance(c, openai.types.chat.ChatCompletionChunk) for c in chunks)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == ANSWER and chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 11
+        assert chunks[-1].model_extra["guardrail"]["action"] in ("allow", "annotate")
+        assert stream.result is not None and stream.result.report.attempts[0].text == ANSWER
+        with pytest.raises(GuardRejectedError):
+            client.chat.completions.create(model="m", stream=True, messages=[{"role": "user", "content": "y"}])
 
 
 def test_async_client_gets_an_async_create():
@@ -59,6 +74,11 @@ def test_async_client_gets_an_async_create():
             client = guardrail.wrap(openai.AsyncOpenAI(base_url=rec.base_url, api_key="x"), scorer=scorer)
             r = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
             assert r.choices[0].message.content == ANSWER and r.model_extra["guardrail"]["policy"] == "default"
+            scorer.enqueue(benign(seed=9), benign(30, seed=10, side=Side.OUTPUT))
+            s = await client.chat.completions.create(model="m", stream=True,
+                                                     messages=[{"role": "user", "content": "again"}])
+            text = "".join([c.choices[0].delta.content or "" async for c in s if c.choices])
+            assert text == ANSWER
             await client.aclose()
     asyncio.run(go())
 

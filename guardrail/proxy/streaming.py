@@ -26,7 +26,7 @@ from .responses import logprobs_content
 
 log = logging.getLogger("guardrail.proxy")
 
-__all__ = ["KEEPALIVE_S", "GuardStream", "GuardedStreamingResponse", "sse_stream"]
+__all__ = ["KEEPALIVE_S", "Chunks", "GuardStream", "GuardedStreamingResponse", "sse_stream"]
 
 KEEPALIVE_S = 10.0
 
@@ -84,37 +84,56 @@ def _data(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
+class Chunks:
+    """The Guard's stream events as OpenAI ``chat.completion.chunk`` dicts (shared by the proxy's SSE and
+    ``guardrail.wrap``): the role chunk, one chunk per released delta, then the finish chunk and a last chunk
+    without choices carrying the report (and the usage when asked)."""
+
+    def __init__(self, start: StreamStart, model: str, *, logprobs: bool, top_logprobs: int,
+                 include_usage: bool) -> None:
+        self.cid, self.created, self.model = f"chatcmpl-{start.report.request_id}", int(time.time()), model
+        self.logprobs, self.top, self.include_usage = logprobs, top_logprobs, include_usage
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> dict[str, Any]:
+        return {"id": self.cid, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]}
+
+    def role(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def of(self, ev: StreamEvent) -> list[dict[str, Any]]:
+        if isinstance(ev, StreamDelta):
+            if not (ev.text or ev.tokens):
+                return []
+            lp = {"content": logprobs_content(ev.tokens, self.top), "refusal": None} if self.logprobs else None
+            return [self._chunk({"content": ev.text}, lp=lp)]
+        if isinstance(ev, StreamEnd):
+            last: dict[str, Any] = {"id": self.cid, "object": "chat.completion.chunk", "created": self.created,
+                                    "model": self.model, "choices": []}
+            if self.include_usage:
+                last["usage"] = ev.result.report.usage.model_dump()
+            last["guardrail"] = ev.result.report.model_dump(mode="json")
+            return [self._chunk({}, ev.finish_reason), last]
+        return []
+
+
 async def sse_stream(events: GuardStream, start: StreamStart, *, model: str, include_usage: bool,
                      logprobs: bool, top_logprobs: int, on_end: Callable[[StreamEnd], None],
                      on_close: Callable[[], Awaitable[None]], keepalive_s: float | None = None) -> AsyncIterator[bytes]:
-    cid, created = f"chatcmpl-{start.report.request_id}", int(time.time())
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, lp: Any = None) -> bytes:
-        return _data({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                      "choices": [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]})
-
+    chunks = Chunks(start, model, logprobs=logprobs, top_logprobs=top_logprobs, include_usage=include_usage)
     keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        yield _data(chunks.role())
         while True:
             ev = await events.next(keepalive_s)
             if ev is None:
                 yield b": keep-alive\n\n"
                 continue
-            if isinstance(ev, StreamDelta):
-                if ev.text or ev.tokens:
-                    lp = ({"content": logprobs_content(ev.tokens, top_logprobs), "refusal": None}
-                          if logprobs else None)
-                    yield chunk({"content": ev.text}, lp=lp)
-            elif isinstance(ev, StreamEnd):
+            if isinstance(ev, StreamEnd):
                 on_end(ev)
-                yield chunk({}, ev.finish_reason)
-                last: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                        "model": model, "choices": []}
-                if include_usage:
-                    last["usage"] = ev.result.report.usage.model_dump()
-                last["guardrail"] = ev.result.report.model_dump(mode="json")
-                yield _data(last)
+            for c in chunks.of(ev):
+                yield _data(c)
+            if isinstance(ev, StreamEnd):
                 yield b"data: [DONE]\n\n"
                 return
     except StopAsyncIteration:  # the Guard always ends with StreamEnd; a stream without one is cut short
