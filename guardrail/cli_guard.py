@@ -153,6 +153,8 @@ def chat(
     max_tokens: Annotated[int, typer.Option("--max-tokens")] = 128,
     temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="print the answer as the Guard releases it (assessed "
+                                                           "every 16 tokens; a degenerate answer is cut)")] = False,
     model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -165,8 +167,12 @@ def chat(
         pol = load_policy(policy).with_baseline(domain)
         backend = LlamaCppBackend(model)
         guard = Guard(pol, backend, scorer=backend)
-        res = asyncio.run(guard.chat([{"role": "user", "content": prompt}], max_tokens=max_tokens,
-                                     temperature=temperature, seed=seed))
+        msgs = [{"role": "user", "content": prompt}]
+        if stream and not as_json:
+            _stream_chat(guard, msgs, max_tokens=max_tokens, temperature=temperature, seed=seed)
+            backend.close()
+            return
+        res = asyncio.run(guard.chat(msgs, max_tokens=max_tokens, temperature=temperature, seed=seed))
         if as_json:
             typer.echo(json.dumps(res.to_json(), ensure_ascii=False))
         else:
@@ -178,3 +184,24 @@ def chat(
         backend.close()
     except GuardrailError as e:
         _fail(e)
+
+
+def _stream_chat(guard, msgs, **kw) -> None:
+    """Print released text as it comes; the end: [cut] or [rejected] and the report's summary on stderr."""
+    from .guard.streaming import StreamDelta, StreamEnd
+
+    async def go() -> None:
+        async for ev in guard.stream(msgs, **kw):
+            if isinstance(ev, StreamDelta):
+                typer.echo(ev.text, nl=False)
+            elif isinstance(ev, StreamEnd):
+                res = ev.result
+                if res.error is not None and not ev.streamed:
+                    typer.echo(f"[rejected] {res.error['error']['message']}")
+                elif ev.aborted:
+                    typer.echo(" [cut]")
+                else:
+                    typer.echo("")
+                typer.echo(f"-- guardrail: {res.report.summary()}", err=True)
+
+    asyncio.run(go())

@@ -77,6 +77,10 @@ def test_cli_screen_file_and_chat_json(tmp_path, gcg_records, benign_records):
     assert doc["guardrail"]["policy"] == "default" and doc["guardrail"]["action"] in ("allow", "annotate")
     assert doc["completion"]["object"] == "chat.completion"
 
+    p = _cli("chat", "--stream", "--max-tokens", "120", "--temperature", "1.9", "Write a short poem about the sea.")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.rstrip().endswith("[cut]") and "cut at token" in p.stderr  # word salad cut at a checkpoint
+
 
 def test_cli_policy_check_errors_are_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
