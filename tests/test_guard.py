@@ -10,7 +10,7 @@ import pytest
 from guard_helpers import benign, embedded_scorer, generation, gibberish_suffix, segment, word_salad
 
 from guardrail.backends.scripted import ScriptedBackend
-from guardrail.errors import InputError, UnscorableError
+from guardrail.errors import ConfigError, InputError, UnscorableError
 from guardrail.guard import Guard, GuardRejectedError, InMemoryReviewQueue, SyncGuard, derive_seed, load_policy
 from guardrail.guard.policy import parse_policy
 from guardrail.types import Side
@@ -346,3 +346,26 @@ def test_no_concurrent_generation_when_the_policy_says_so_or_the_model_screens_i
     guard, _be = make("default", [benign(), generation(benign(60, seed=3))])
     res = run(guard.chat(USER))
     assert not res.report.timings.screen_concurrent  # the same model screens and generates: one after the other
+
+
+def test_check_output_judges_a_given_answer_or_tool_call_without_generating():
+    call = {"id": "c1", "type": "function", "function": {"name": "transfer", "arguments": '{"to": "acct-9", "eur": 5}'}}
+    # embedded kind: a remote serving backend, the scorer teacher-forces the given text
+    guard, remote, scorer = _remote_and_scorer(0.0, [benign(30, seed=4, side=Side.OUTPUT), word_salad()], [])
+    d = run(guard.check_output(USER, {"role": "assistant", "content": None, "tool_calls": [call]}))
+    assert d.side == "output" and d.p_value is not None and d.action in ("allow", "annotate")
+    assert scorer.calls[0] == ("score_reply", ([{"role": "user", "content": USER[0]["content"]}],
+                                               call["function"]["arguments"]))
+    d = run(guard.check_output(USER, "zq xv kk pl"))
+    assert d.action in ("regenerate", "reject", "review") and remote.calls == []  # flagged; nothing generated
+    # serving kind: the backend's own logprobs of the given text
+    guard, be = make("agent-self-check", [word_salad()])
+    d = SyncGuard(guard).check_output(USER, "some planned answer")
+    assert d.action in ("regenerate", "review", "reject")  # the tier's action: the caller regenerates or holds
+    assert be.calls[0] == ("score_reply", ([{"role": "user", "content": USER[0]["content"]}], "some planned answer"))
+
+
+def test_check_output_needs_an_output_side():
+    guard, _ = make("prompt-screen", [])
+    with pytest.raises(ConfigError, match="does not check outputs"):
+        run(guard.check_output(USER, "x"))

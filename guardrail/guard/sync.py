@@ -63,6 +63,9 @@ class SyncGuard:
     def chat(self, messages: Any, **kw: Any) -> GuardResult:
         return run_sync(self.guard.chat(messages, **kw))
 
+    def check_output(self, messages: Any, output: Any, **kw: Any) -> SideDecision:
+        return run_sync(self.guard.check_output(messages, output, **kw))
+
     def screen_messages(self, messages: Any) -> SideDecision:
         return run_sync(self.guard.screen_messages(messages))
 
