@@ -102,3 +102,13 @@ def test_degenerate_generation_is_regenerated_and_the_retry_passes(guard):
     assert r.regenerated >= 1 and r.attempts[1].sampling.temperature == 0.7
     assert r.action in ("allow", "annotate") and res.content == r.attempts[-1].text
     assert "regeneration" in r.reason
+
+
+def test_agent_checks_a_planned_step_with_the_real_model(backend):
+    g = Guard(load_policy("agent-self-check"), backend, scorer=backend)
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    good = asyncio.run(g.check_output(msgs, "The capital of France is Paris."))
+    salad = asyncio.run(g.check_output(msgs, "Paris quantum zebra lattice ought marmalade seventeen vortex "
+                                             "ledger obtuse fjord crimson, hinge the parsley rotunda."))
+    assert good.action in ("allow", "annotate") and good.verdicts[0].scorable
+    assert salad.action in ("regenerate", "review") and salad.p_value < good.p_value
