@@ -72,7 +72,16 @@ class RecordingServer(ThreadServer):
         self.chunk_delay = chunk_delay
         app = FastAPI()
         app.post("/v1/chat/completions")(self._chat)
+        app.post("/v1/completions")(self._text)
         super().__init__(app)
+
+    async def _text(self, request: Request):
+        body = await request.json()
+        self.requests.append(body)
+        usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        return JSONResponse({"id": "cmpl-rec", "object": "text_completion", "created": 1, "model": body.get("model"),
+                             "choices": [{"index": 0, "text": " Paris.", "logprobs": None, "finish_reason": "stop"}],
+                             "usage": usage})
 
     async def _chat(self, request: Request):
         body = await request.json()

@@ -412,3 +412,42 @@ def test_metrics_count_requests_actions_and_p_values():
             assert re.search(r'guardrail_drift_log10_martingale\{baseline="[^"]+",side="prompt"\} -?[0-9.]', text)
             assert re.search(r'guardrail_drift_alarm\{baseline="[^"]+",side="prompt"\} [01]\.0', text)
     run(go())
+
+
+def test_text_completions_continue_a_raw_prompt_with_the_report():
+    async def go():
+        async with proxy([benign(), generation(benign(12, seed=3)), benign(seed=8), stream_of(typical(20))]) as (
+                c, be, _):
+            r = await c.post("/v1/completions", json={"model": MODEL, "prompt": "The capital of France is",
+                                                      "max_tokens": 12, "temperature": 0.7})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["object"] == "text_completion" and body["id"].startswith("cmpl-")
+            assert body["choices"][0]["text"].startswith("the river") and "message" not in body["choices"][0]
+            assert body["guardrail"]["action"] in ("allow", "annotate")
+            req = be.calls[1][1]
+            assert req.raw_prompt == "The capital of France is" and req.messages[0].content == req.raw_prompt
+            r = await c.post("/v1/completions", json={"model": MODEL, "prompt": ["Once upon a time"], "stream": True,
+                                                      "max_tokens": 30, "temperature": 0.7})
+            ev = sse_events(r.text)
+            assert ev[-1] == "[DONE]" and all(e["object"] == "text_completion" for e in ev[:-1])
+            text = "".join(e["choices"][0]["text"] for e in ev[:-1] if e["choices"])
+            assert text and ev[-2]["guardrail"]["attempts"][0]["text"] == text
+    run(go())
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"model": MODEL, "prompt": "x", "echo": True}, "echo"),
+    ({"model": MODEL, "prompt": "x", "logprobs": 2}, "logprobs"),
+    ({"model": MODEL, "prompt": ["a", "b"]}, "prompt"),
+    ({"model": MODEL, "prompt": ""}, "prompt"),
+    ({"model": MODEL}, "prompt"),
+    ({"model": MODEL, "prompt": "x", "suffix": "y"}, "suffix"),
+])
+def test_text_completions_refuse_what_the_guard_cannot_follow(body, param):
+    async def go():
+        async with proxy() as (c, be, _):
+            r = await c.post("/v1/completions", json=body)
+            assert_openai_error(r, 400, param=param)
+            assert be.calls == []
+    run(go())

@@ -107,6 +107,15 @@ def test_openai_sync_client_json_and_stream(server):
     assert lps and all(len(e.top_logprobs) <= 2 for e in lps) and "".join(e.token for e in lps) == text
 
 
+def test_text_completion_continues_a_raw_prompt(server):
+    client = openai.OpenAI(base_url=server.base, api_key="none", max_retries=0)
+    r = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0)
+    assert r.object == "text_completion" and r.choices[0].text.strip()
+    g = r.model_extra["guardrail"]
+    assert g["prompt"]["p_value"] is not None and g["attempts"][0]["text"] == r.choices[0].text
+    assert r.usage.prompt_tokens == 5  # the raw text's own tokens: no chat template around it
+
+
 def test_openai_async_client_concurrent_requests(server):
     async def go():
         client = openai.AsyncOpenAI(base_url=server.base, api_key="none", max_retries=0)

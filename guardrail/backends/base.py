@@ -110,6 +110,9 @@ class GenerationRequest(BaseModel):
     # response_format, vendor fields ...) and the messages as the client sent them (content parts, tool calls)
     extra: dict[str, Any] = Field(default_factory=dict)
     raw_messages: list[dict[str, Any]] | None = None
+    # a text completion: the model continues this text as it is (no chat template); ``messages`` then holds it
+    # as one user message, for screening
+    raw_prompt: str | None = None
 
 
 @dataclass(slots=True)

@@ -115,8 +115,7 @@ class LlamaCppBackend(BackendBase):
     async def generate(self, request: GenerationRequest) -> Generation:
         events = [ev async for ev in self.stream(request)]
         messages = _plain(request)
-        _, p_ids, _ = self._prompt(messages)
-        gen = self._generation(request, events, len(p_ids))
+        gen = self._generation(request, events, len(self._prompt_ids(request)))
         if request.score_prompt:
             gen.prompt = await self._run(self._score_prompt_blocking, messages)
         return gen
@@ -284,6 +283,13 @@ class LlamaCppBackend(BackendBase):
             mask_parts.append(np.full(len(ids), p.message is None))
         return "".join(p.text for p in pieces), np.concatenate(ids_parts), np.concatenate(mask_parts)
 
+    def _prompt_ids(self, req: GenerationRequest) -> np.ndarray:
+        """The ids the model continues: the chat template over the messages, or a raw prompt as it is."""
+        if req.raw_prompt is None:
+            return self._prompt(_plain(req))[1]
+        ids = self._engine.tokenize(self._encode(req.raw_prompt, "prompt"))
+        return np.concatenate(([self._engine.bos], ids)).astype(ids.dtype) if self.bos else ids
+
     def _reply_job(self, messages: list[dict[str, str]], reply: str) -> tuple[Job, np.ndarray]:
         data = self._encode(reply, "reply")
         _, p_ids, _ = self._prompt(messages)
@@ -328,7 +334,7 @@ class LlamaCppBackend(BackendBase):
     # ------------------------------------------------------------------ generation
     async def _stream_locked(self, req: GenerationRequest) -> AsyncIterator[TokenEvent]:
         eng = self._engine
-        _, p_ids, _ = self._prompt(_plain(req))
+        p_ids = self._prompt_ids(req)
         rng = np.random.default_rng(req.seed)
         logits = await self._call(eng.start, p_ids)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")

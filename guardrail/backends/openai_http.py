@@ -74,9 +74,18 @@ class OpenAIHTTPBackend(BackendBase):
 
     def _body(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = dict(req.extra)
-        body.update(model=self.model, max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
-                    messages=req.raw_messages if req.raw_messages is not None else
-                    [m.model_dump() for m in req.messages])
+        body.update(model=self.model, max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p)
+        if req.raw_prompt is not None:  # a text completion: the server's own logprobs shape is not asked for
+            body["prompt"] = req.raw_prompt
+            if stream:
+                body.update(stream=True, stream_options={"include_usage": True})
+            if req.seed is not None:
+                body["seed"] = req.seed
+            if req.stop:
+                body["stop"] = list(req.stop)
+            return body
+        body["messages"] = (req.raw_messages if req.raw_messages is not None else
+                            [m.model_dump() for m in req.messages])
         if req.seed is not None:
             body["seed"] = req.seed
         if req.stop:
@@ -112,18 +121,23 @@ class OpenAIHTTPBackend(BackendBase):
         raise BackendHTTPError(f"{self._where}: HTTP {r.status_code}: {' '.join(str(msg).split())[:240]}",
                                r.status_code)
 
+    def _url(self, req: GenerationRequest) -> str:
+        return f"{self.base_url}/{'completions' if req.raw_prompt is not None else 'chat/completions'}"
+
     async def generate(self, request: GenerationRequest) -> Generation:
         async with self._errors():
-            r = await self._client.post(f"{self.base_url}/chat/completions", json=self._body(request, stream=False),
+            r = await self._client.post(self._url(request), json=self._body(request, stream=False),
                                         headers=self._headers)
             await self._raise_for(r)
         try:
             body = r.json()
             choice = body["choices"][0]
-            msg = choice.get("message") or {}
+            msg = choice.get("message") or ({"content": choice["text"]} if "text" in choice else {})
         except (ValueError, KeyError, IndexError, TypeError):
-            raise BackendHTTPError(f"{self._where}: not a chat completion: {r.text[:200]!r}", 502) from None
+            raise BackendHTTPError(f"{self._where}: not a completion: {r.text[:200]!r}", 502) from None
         text = msg.get("content") or ""
+        if request.raw_prompt is not None:
+            choice = {**choice, "logprobs": None}  # the legacy logprobs shape is not read here
         try:
             seg = chat_output_segment(choice, self._origin)
         except UnscorableError:
@@ -139,9 +153,9 @@ class OpenAIHTTPBackend(BackendBase):
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         asm = StreamAssembler(self._origin, request.max_tokens)
         n_prompt, finish, index = None, None, 0
+        raw = request.raw_prompt is not None
         async with self._errors(), self._client.stream(
-                "POST", f"{self.base_url}/chat/completions", json=self._body(request, stream=True),
-                headers=self._headers) as r:
+                "POST", self._url(request), json=self._body(request, stream=True), headers=self._headers) as r:
             await self._raise_for(r)
             async for line in r.aiter_lines():
                 if not line.startswith("data:"):
@@ -157,19 +171,19 @@ class OpenAIHTTPBackend(BackendBase):
                     raise BackendHTTPError(f"{self._where}: {chunk['error'].get('message', chunk['error'])}", 502)
                 usage = chunk.get("usage") or {}
                 n_prompt = usage.get("prompt_tokens") or n_prompt
-                if request.logprobs:
+                if request.logprobs and not raw:
                     for ev in asm.feed(chunk):
                         finish = ev.finish_reason or finish
                         index = ev.index + 1
                         yield ev
                     continue
                 for choice in chunk.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content") or ""
+                    piece = (choice.get("text") if raw else (choice.get("delta") or {}).get("content")) or ""
                     finish = choice.get("finish_reason") or finish
                     if piece or choice.get("finish_reason"):
                         yield TokenEvent(index, None, piece, choice.get("finish_reason"))
                         index += 1
-        if request.logprobs:
+        if request.logprobs and not raw:
             last = asm.finish()
             if last is not None:
                 finish = last.finish_reason or finish

@@ -104,17 +104,19 @@ class Guard:
         temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | str = (),
         request_id: str | None = None, top_logprobs: int = 0, logprobs: bool = False,
         extra: Mapping[str, Any] | None = None, raw_messages: Sequence[Mapping[str, Any]] | None = None,
+        raw_prompt: str | None = None,
     ) -> GuardResult:
         """One guarded chat completion: the completion (or None, or a held/refusal one) and the report.
         ``logprobs`` / ``top_logprobs``: the caller wants the output's logprobs (the delivered generation is on
         the result; otherwise the backend is asked for them only when the serving model's own judge the output).
         ``extra`` / ``raw_messages``: forwarded as they came by a pass-through backend (tools, response_format,
-        content parts ...); ``messages`` are then the texts screened."""
+        content parts ...); ``messages`` are then the texts screened.  ``raw_prompt``: a text completion (the
+        model continues it without a chat template; ``messages`` holds it for screening)."""
         t0 = self._clock()
         msgs = messages_of(messages)
         report, cand = self._start(request_id, model)
         base = self.request_base(msgs, max_tokens=max_tokens, stop=stop, top_logprobs=top_logprobs,
-                                 logprobs=logprobs, extra=extra, raw_messages=raw_messages)
+                                 logprobs=logprobs, extra=extra, raw_messages=raw_messages, raw_prompt=raw_prompt)
         first = None
         if self._screen_concurrently():  # the first attempt starts now; released only once the prompt passes
             sampling = self._sampling(0, report.request_id, max_tokens, temperature, top_p, seed)
@@ -250,18 +252,19 @@ class Guard:
     # ------------------------------------------------------------------ the ladder
     def request_base(self, msgs: list[Message], *, max_tokens: int, stop: Sequence[str] | str, top_logprobs: int,
                      logprobs: bool, extra: Mapping[str, Any] | None,
-                     raw_messages: Sequence[Mapping[str, Any]] | None) -> GenerationRequest:
+                     raw_messages: Sequence[Mapping[str, Any]] | None, raw_prompt: str | None = None) -> GenerationRequest:
         """The generation request every attempt starts from (sampling set per attempt)."""
         own = self._judge_by.get("output", ("", self.backend))[0] == "serving"
         return GenerationRequest(messages=msgs, max_tokens=max_tokens, stop=[stop] if isinstance(stop, str) else
                                  list(stop), top_logprobs=top_logprobs, logprobs=logprobs or own or top_logprobs > 0,
                                  extra=dict(extra or {}),
-                                 raw_messages=[dict(m) for m in raw_messages] if raw_messages is not None else None)
+                                 raw_messages=[dict(m) for m in raw_messages] if raw_messages is not None else None,
+                                 raw_prompt=raw_prompt)
 
     def attempt_request(self, base: GenerationRequest, sampling: Sampling) -> GenerationRequest:
         """``base`` with an attempt's sampling (and its corrective system note, if any)."""
         upd: dict[str, Any] = {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}
-        if sampling.system_note is not None:
+        if sampling.system_note is not None and base.raw_prompt is None:  # a raw text takes no system note
             upd["messages"] = [Message(role="system", content=sampling.system_note), *base.messages]
             if base.raw_messages is not None:
                 upd["raw_messages"] = [{"role": "system", "content": sampling.system_note}, *base.raw_messages]

@@ -107,6 +107,7 @@ async def stream_chat(
     temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None, stop: Sequence[str] | str = (),
     request_id: str | None = None, top_logprobs: int = 0, logprobs: bool = False,
     extra: Mapping[str, Any] | None = None, raw_messages: Sequence[Mapping[str, Any]] | None = None,
+    raw_prompt: str | None = None,
 ) -> AsyncIterator[StreamEvent]:
     t0 = guard._clock()
     msgs = messages_of(messages)
@@ -114,7 +115,8 @@ async def stream_chat(
     pol = guard.policy
     sampling = guard._sampling(0, report.request_id, max_tokens, temperature, top_p, seed)
     req = guard.attempt_request(guard.request_base(msgs, max_tokens=max_tokens, stop=stop, top_logprobs=top_logprobs,
-                                                   logprobs=logprobs, extra=extra, raw_messages=raw_messages),
+                                                   logprobs=logprobs, extra=extra, raw_messages=raw_messages,
+                                                   raw_prompt=raw_prompt),
                                 sampling)
     early = _Prefetch(guard.backend.stream(req)) if guard._screen_concurrently() else None
     report.timings.screen_concurrent = early is not None

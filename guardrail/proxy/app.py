@@ -30,11 +30,11 @@ from ..guard.guard import Guard
 from ..guard.result import GuardResult
 from ..guard.streaming import StreamEnd
 from .auth import KeyRing
-from .chat_request import ChatRequest, guard_messages
+from .chat_request import ChatRequest, CompletionRequest, guard_messages
 from .config import ProxyConfig
 from .errors import ProxyError, error_response, from_exception
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
-from .responses import completion_body, sse_chunks
+from .responses import completion_body, sse_chunks, text_completion
 from .state import ProxyState, ServedModel
 from .streaming import GuardedStreamingResponse, GuardStream, sse_stream
 
@@ -131,13 +131,21 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
     @app.post("/v1/chat/completions", openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object", "required": ["model", "messages"]}}}}})
     async def chat_completions(request: Request) -> Response:
+        return await _route(request, "chat")
+
+    @app.post("/v1/completions", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "required": ["model", "prompt"]}}}}})
+    async def completions(request: Request) -> Response:
+        return await _route(request, "completions")
+
+    async def _route(request: Request, route: str) -> Response:
         t0 = time.perf_counter()
         rid = request.headers.get("x-request-id", "")
         rid = rid if _RID.match(rid) else uuid.uuid4().hex[:24]
         ctx: dict[str, Any] = {"model": "?"}
         status = 500
         try:
-            resp = await _chat(request, rid, ctx)
+            resp = await _chat(request, rid, ctx, route)
             status = resp.status_code
             return resp
         except ProxyError as e:
@@ -152,16 +160,20 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
             return error_response(err.status, err.message, code=err.code, param=err.param,
                                   headers={**err.headers, "x-request-id": rid})
         finally:
-            metrics.requests.labels("chat", ctx["model"], str(status)).inc()
+            metrics.requests.labels(route, ctx["model"], str(status)).inc()
             log.info("request", extra={"request_id": rid, "status": status, "model": ctx["model"],
                                        "action": ctx.get("action"), "policy": ctx.get("policy"),
                                        "ms": round((time.perf_counter() - t0) * 1e3, 1)})
 
-    async def _chat(request: Request, rid: str, ctx: dict[str, Any]) -> Response:
+    async def _chat(request: Request, rid: str, ctx: dict[str, Any], route: str = "chat") -> Response:
         key = keys.authenticate(request.headers.get("authorization"))
         body = await _read_json(request, cfg.limits.max_body_bytes)
+        raw_prompt = None
         try:
-            req = ChatRequest.model_validate(body)
+            if route == "completions":
+                req, raw_prompt = CompletionRequest.model_validate(body).as_chat()
+            else:
+                req = ChatRequest.model_validate(body)
         except ValidationError as e:
             err = e.errors()[0]
             raise ProxyError(400, f"{_loc(err['loc'])}: {err['msg']}", param=_loc(err["loc"])) from None
@@ -183,7 +195,10 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
                   stop=req.stop_list(), request_id=rid, top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
                   logprobs=req.logprobs)
         if passthrough:
-            kw.update(extra=req.passthrough(), raw_messages=req.messages)
+            kw.update(extra=req.passthrough(), raw_messages=None if raw_prompt is not None else req.messages)
+        if raw_prompt is not None:
+            kw["raw_prompt"] = raw_prompt
+        ctx["text"] = raw_prompt is not None
         if req.stream:
             return await _open_stream(served, guard, req, msgs, kw, rid, ctx)
         async with served.admission:
@@ -213,11 +228,11 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
         top = req.top_logprobs or 0
         if req.stream and res.completion is not None:  # ended before generation: a held or refusal completion
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(sse_chunks(res, model=req.model, include_usage=include_usage,
-                                                logprobs=req.logprobs, top_logprobs=top),
+            sse = sse_chunks(res, model=req.model, include_usage=include_usage, text=bool(ctx.get("text")))
+            return StreamingResponse(sse,
                                      media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
-        return JSONResponse(completion_body(res, model=req.model, logprobs=req.logprobs, top_logprobs=top),
-                            headers=headers)
+        body = completion_body(res, model=req.model, logprobs=req.logprobs, top_logprobs=top)
+        return JSONResponse(text_completion(body) if ctx.get("text") else body, headers=headers)
 
     async def _open_stream(served: ServedModel, guard: Guard, req: ChatRequest, msgs: list, kw: dict[str, Any],
                            rid: str, ctx: dict[str, Any]) -> Response:
@@ -257,7 +272,8 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
 
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = sse_stream(events, first, model=req.model, include_usage=include_usage, logprobs=req.logprobs,
-                          top_logprobs=req.top_logprobs or 0, on_end=on_end, on_close=close)
+                          top_logprobs=req.top_logprobs or 0, on_end=on_end, on_close=close,
+                          text=bool(ctx.get("text")))
         headers = {"x-request-id": rid, "x-guardrail-action": "pending", "x-guardrail-policy": guard.policy.name,
                    "x-guardrail-overhead-ms": f"{first.report.timings.screen_ms:.1f}", "cache-control": "no-cache"}
         return GuardedStreamingResponse(body, on_close=close, media_type="text/event-stream", headers=headers)

@@ -142,3 +142,37 @@ def guard_messages(req: ChatRequest, max_chars: int, passthrough: bool = False) 
         raise ProxyError(400, f"messages: {total} characters, over this server's limit of {max_chars}",
                          param="messages", code="prompt_too_long")
     return out
+
+
+class CompletionRequest(BaseModel):
+    """``POST /v1/completions``, read as a chat request with one user message (what is screened) and the raw
+    prompt the model continues (no chat template)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    prompt: str | list[str]
+    max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
+
+    def as_chat(self) -> tuple[ChatRequest, str]:
+        """The equivalent chat request (its checks and sampling fields) and the raw prompt."""
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise ProxyError(400, "prompt: one prompt per request through the guard", param="prompt",
+                                 code="unsupported_parameter")
+            prompt = prompt[0]
+        if not prompt:
+            raise ProxyError(400, "prompt: empty", param="prompt")
+        extra = dict(self.model_extra or {})
+        for name, neutral in (("echo", False), ("suffix", None), ("best_of", 1), ("logprobs", None)):
+            if name in extra and extra[name] not in (neutral, None):
+                raise ProxyError(400, f"{name}: not supported by /v1/completions through the guard", param=name,
+                                 code="unsupported_parameter")
+            extra.pop(name, None)
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": self.max_tokens, **extra}
+        try:
+            return ChatRequest.model_validate(body), prompt
+        except ValueError as e:
+            raise ProxyError(400, f"invalid request: {e}") from None

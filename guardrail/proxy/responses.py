@@ -12,7 +12,7 @@ from typing import Any
 from ..guard.result import GuardResult
 from ..types import Flag, Token
 
-__all__ = ["completion_body", "logprobs_content", "sse_chunks"]
+__all__ = ["completion_body", "logprobs_content", "sse_chunks", "text_chunk", "text_completion"]
 
 
 def _lp(x: float | None) -> float:
@@ -43,49 +43,45 @@ def completion_body(res: GuardResult, *, model: str, logprobs: bool, top_logprob
     return comp
 
 
-def _pieces(res: GuardResult, text: str) -> Iterator[str]:
-    gen = res.generation
-    if gen is not None and gen.output.text == text and gen.output.tokens:
-        pieces = [text[t.start:t.end] for t in gen.output.tokens if t.end > t.start]
-        if "".join(pieces) == text:  # offsets cover the text exactly: one event per token
-            yield from pieces
-            return
-    for i in range(0, len(text), 16):
-        yield text[i:i + 16]
-
-
-def sse_chunks(res: GuardResult, *, model: str, include_usage: bool, logprobs: bool,
-               top_logprobs: int) -> Iterator[bytes]:
-    """The delivered completion as chat.completion.chunk events: role, the content piece by piece (one per
-    token where the tokens are at hand), the finish reason, then one last chunk with no choices carrying the
-    usage (when asked) and the report, then ``[DONE]``."""
+def sse_chunks(res: GuardResult, *, model: str, include_usage: bool, text: bool = False) -> Iterator[bytes]:
+    """A completion decided before anything streamed (a refusal, a held answer) as SSE: one chunk with the
+    content, the finish chunk, one chunk without choices carrying the usage (when asked) and the report,
+    ``[DONE]``.  ``text``: shaped as ``/v1/completions`` chunks."""
     comp = res.completion or {}
     cid, created = comp.get("id", f"chatcmpl-{res.report.request_id}"), comp.get("created", int(time.time()))
     choice = (comp.get("choices") or [{}])[0]
-    text = (choice.get("message") or {}).get("content") or ""
-    finish = choice.get("finish_reason") or "stop"
-    lps = (logprobs_content(res.generation.output.tokens, top_logprobs) if logprobs and res.generation is not None
-           else None)
+    content = (choice.get("message") or {}).get("content") or ""
+    shape = text_chunk if text else (lambda c: c)
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, lp: Any = None, **extra: Any) -> bytes:
-        body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                                "choices": [{"index": 0, "delta": delta, "logprobs": lp,
-                                             "finish_reason": finish_reason}]}
-        body.update(extra)
-        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+    def data(body: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(shape(body), separators=(",", ":")).encode() + b"\n\n"
 
-    yield chunk({"role": "assistant", "content": ""})
-    pieces = list(_pieces(res, text))
-    aligned = lps is not None and len(lps) == len(pieces)
-    for i, piece in enumerate(pieces):
-        yield chunk({"content": piece}, lp={"content": [lps[i]], "refusal": None} if aligned else None)
-    if lps is not None and not aligned and lps:
-        yield chunk({}, lp={"content": lps, "refusal": None})
-    yield chunk({}, finish)
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+
+    yield data(chunk({"role": "assistant", "content": content}))
+    yield data(chunk({}, choice.get("finish_reason") or "stop"))
     last: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                             "choices": []}
     if include_usage:
         last["usage"] = res.report.usage.model_dump()
     last["guardrail"] = res.report.model_dump(mode="json")
-    yield b"data: " + json.dumps(last, separators=(",", ":")).encode() + b"\n\n"
+    yield data(last)
     yield b"data: [DONE]\n\n"
+
+
+def text_completion(body: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion body as ``/v1/completions`` answers (``text_completion``: the text in ``choices[].text``)."""
+    out = {**body, "object": "text_completion", "id": str(body.get("id", "")).replace("chatcmpl-", "cmpl-", 1)}
+    out["choices"] = [{"index": c.get("index", 0), "text": (c.get("message") or {}).get("content") or "",
+                       "logprobs": None, "finish_reason": c.get("finish_reason")} for c in body.get("choices", [])]
+    return out
+
+
+def text_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
+    """A chat.completion.chunk as a streamed text_completion chunk."""
+    out = {**chunk, "object": "text_completion", "id": str(chunk.get("id", "")).replace("chatcmpl-", "cmpl-", 1)}
+    out["choices"] = [{"index": c.get("index", 0), "text": (c.get("delta") or {}).get("content") or "",
+                       "logprobs": None, "finish_reason": c.get("finish_reason")} for c in chunk.get("choices", [])]
+    return out

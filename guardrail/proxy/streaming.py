@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from ..guard.streaming import StreamDelta, StreamEnd, StreamEvent, StreamStart
 from .errors import from_exception
-from .responses import logprobs_content
+from .responses import logprobs_content, text_chunk
 
 log = logging.getLogger("guardrail.proxy")
 
@@ -119,11 +119,15 @@ class Chunks:
 
 async def sse_stream(events: GuardStream, start: StreamStart, *, model: str, include_usage: bool,
                      logprobs: bool, top_logprobs: int, on_end: Callable[[StreamEnd], None],
-                     on_close: Callable[[], Awaitable[None]], keepalive_s: float | None = None) -> AsyncIterator[bytes]:
+                     on_close: Callable[[], Awaitable[None]], keepalive_s: float | None = None,
+                     text: bool = False) -> AsyncIterator[bytes]:
+    """``text``: the chunks of a ``/v1/completions`` stream (``text_completion``)."""
     chunks = Chunks(start, model, logprobs=logprobs, top_logprobs=top_logprobs, include_usage=include_usage)
+    shape = text_chunk if text else (lambda c: c)
     keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
     try:
-        yield _data(chunks.role())
+        if not text:
+            yield _data(chunks.role())
         while True:
             ev = await events.next(keepalive_s)
             if ev is None:
@@ -132,7 +136,7 @@ async def sse_stream(events: GuardStream, start: StreamStart, *, model: str, inc
             if isinstance(ev, StreamEnd):
                 on_end(ev)
             for c in chunks.of(ev):
-                yield _data(c)
+                yield _data(shape(c))
             if isinstance(ev, StreamEnd):
                 yield b"data: [DONE]\n\n"
                 return
