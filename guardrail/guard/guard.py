@@ -275,8 +275,7 @@ class Guard:
         and by another model than the one generating (the same model would only queue behind itself)."""
         rules = self.policy.prompt
         judged = self._judge_by.get("prompt")
-        return (rules is not None and judged is not None and rules.concurrent and not self.policy.shadow
-                and judged[1] is not self.backend)
+        return rules is not None and judged is not None and rules.concurrent and judged[1] is not self.backend
 
     async def _timed_generate(self, req: GenerationRequest) -> tuple[Generation, float]:
         t = self._clock()
