@@ -74,3 +74,10 @@ def test_serve_with_a_bad_config_fails_with_one_line(tmp_path):
     p.write_text("port: nope\n")
     r = CliRunner().invoke(cli, ["serve", "--config", str(p)])
     assert r.exit_code == 2 and "bad.yaml:1: port:" in r.output and "Traceback" not in r.output
+
+
+def test_without_a_config_a_request_may_choose_any_shipped_policy():
+    from guardrail.guard.policy import shipped_policies
+
+    route = load_config(None).models[DEFAULT_MODEL]
+    assert set(route.allowed_policies()) == set(shipped_policies()) and route.policy == "default"

@@ -107,6 +107,17 @@ def test_openai_sync_client_json_and_stream(server):
     assert lps and all(len(e.top_logprobs) <= 2 for e in lps) and "".join(e.token for e in lps) == text
 
 
+def test_a_request_chooses_a_shipped_policy_by_header(server):
+    client = openai.OpenAI(base_url=server.base, api_key="none", max_retries=0)
+    r = client.chat.completions.create(model=MODEL, max_tokens=8, extra_headers={"x-guardrail-policy": "strict"},
+                                       messages=[{"role": "user", "content": "Name a fruit."}])
+    assert r.model_extra["guardrail"]["policy"] == "strict"
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model=MODEL, max_tokens=8, extra_headers={"x-guardrail-policy": "nope"},
+                                       messages=[{"role": "user", "content": "Name a fruit."}])
+    assert ei.value.code == "policy_not_allowed"
+
+
 def test_text_completion_continues_a_raw_prompt(server):
     client = openai.OpenAI(base_url=server.base, api_key="none", max_retries=0)
     r = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0)

@@ -2,7 +2,8 @@
 keys (SHA-256 hashes, never the keys); limits; bind address (127.0.0.1 unless told otherwise).
 
 A YAML file validated by pydantic (``extra="forbid"``); every error names the file, the line and the field.
-Without a file: the embedded model under the name ``smollm2-135m`` with the ``default`` policy, offline.
+Without a file: the embedded model under the name ``smollm2-135m`` with the ``default`` policy (a request may
+choose any shipped one), offline.
 Secrets never sit in the file: a backend's API key is read from the environment variable the file names.
 """
 
@@ -111,10 +112,17 @@ class Limits(_Strict):
     drain_s: float = Field(30.0, ge=0, description="on SIGTERM: how long in-flight requests may finish")
 
 
+def _default_route() -> ModelRoute:
+    """No config: the embedded model, policy default, and every shipped policy a request may choose."""
+    from ..guard.policy import shipped_policies
+
+    return ModelRoute(policies=sorted(shipped_policies()))
+
+
 class ProxyConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    models: dict[str, ModelRoute] = Field(default_factory=lambda: {DEFAULT_MODEL: ModelRoute()}, min_length=1)
+    models: dict[str, ModelRoute] = Field(default_factory=lambda: {DEFAULT_MODEL: _default_route()}, min_length=1)
     keys: list[ApiKey] = Field(default_factory=list, description="none: no authentication")
     cors_origins: list[str] = Field(default_factory=list)
     limits: Limits = Field(default_factory=Limits)
