@@ -60,6 +60,21 @@ def _progress():
     return Progress(transient=True, console=console, disable=not console.is_terminal)
 
 
+def _serving(spec: str, api_base: str | None, api_key_env: str | None):
+    """The served model a baseline is fitted for, reached as the proxy reaches it (one httpx client)."""
+    import os
+
+    from .backends.openai_http import OpenAIHTTPBackend
+
+    provider, _, name = spec.partition("/")
+    if not name or provider not in ("openai", "hosted_vllm") or not api_base:
+        raise ConfigError("--backend takes openai/NAME or hosted_vllm/NAME, with --api-base URL (…/v1)")
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and key is None:
+        raise ConfigError(f"--api-key-env: the environment variable {api_key_env} is not set")
+    return OpenAIHTTPBackend(api_base, name, api_key=key)
+
+
 @app.command()
 def fit(
     data: DataOpt,
@@ -79,9 +94,14 @@ def fit(
     temperature: Annotated[float, typer.Option("--temperature", help="with --generate: sampling temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed", help="with --generate: base seed (one per prompt)")] = 0,
     calibration: Annotated[str, typer.Option("--calibration", help="cross (default): cross-conformal over group folds of train+calib; split: reference from train, thresholds from calib")] = "cross",
+    serving: Annotated[str | None, typer.Option("--backend", help="with --generate: the serving model, as the proxy names it (openai/NAME or hosted_vllm/NAME with --api-base): its own answers and logprobs")] = None,
+    api_base: Annotated[str | None, typer.Option("--api-base", help="with --backend: the server's OpenAI-compatible …/v1 URL")] = None,
+    api_key_env: Annotated[str | None, typer.Option("--api-key-env", help="with --backend: environment variable holding the server's key")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Fit a baseline: score the corpus, split by group hash, calibrate on the fitting splits, report test rates."""
+    """Fit a baseline: score the corpus, split by group hash, calibrate on the fitting splits, report test rates.
+    With --generate --backend: an output baseline of a served model's own answers, for the proxy to judge that
+    model by its own logprobs (put the file in the proxy's baselines_dir, name it in a policy)."""
     from .backends.llamacpp import LlamaCppBackend
     from .baselines.corpus import UnitRecipe, read_records
     from .baselines.fit import files_sha256, fit_baseline, fit_output_baseline
@@ -94,19 +114,27 @@ def fit(
         if generate:
             alphas = [_alpha(a) for a in alpha]
             records = [r for p in data for r in read_records(p, text_field, group_field)]
-            backend = LlamaCppBackend(model)
+            backend = _serving(serving, api_base, api_key_env) if serving else LlamaCppBackend(model)
             with _progress() as bar:
                 task = bar.add_task(f"generating {domain}", total=len(records))
-                b = asyncio.run(fit_output_baseline(
-                    backend, [r.text for r in records], domain=domain, alphas=alphas, max_tokens=max_tokens,
-                    temperature=temperature, seed=seed, progress=lambda n: bar.advance(task, n), calibration=calibration,
-                    corpus={"files": [p.name for p in data], "sha256": files_sha256(data), "n_records": len(records)},
-                ))
+
+                async def run():  # one event loop: the backend's client belongs to it
+                    try:
+                        return await fit_output_baseline(
+                            backend, [r.text for r in records], domain=domain, alphas=alphas, max_tokens=max_tokens,
+                            temperature=temperature, seed=seed, progress=lambda n: bar.advance(task, n),
+                            calibration=calibration, corpus={"files": [p.name for p in data],
+                                                             "sha256": files_sha256(data), "n_records": len(records)})
+                    finally:
+                        await backend.aclose()
+                b = asyncio.run(run())
             save_baseline(b, out)
             summary = {"baseline": b.id, "path": str(out), "corpus": b.corpus,
                        "test_rates": [r.model_dump() for r in b.test_rates]}
             typer.echo(json.dumps(summary) if as_json else f"wrote {out} ({b.id})")
             return
+        if serving:
+            raise ConfigError("--backend fits an output baseline from the served model's own answers: add --generate")
         alphas = [_alpha(a) for a in alpha]
         try:
             side_v = Side(side)

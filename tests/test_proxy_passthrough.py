@@ -221,7 +221,7 @@ def test_passthrough_json_reaches_the_backend_bytes_for_bytes_equal_as_json():
 def test_text_completions_go_to_the_servers_completions_route():
     async def go():
         with RecordingServer() as rec:
-            async with proxy_to(rec.base_url, [benign(seed=20), benign(5, seed=21, side=Side.OUTPUT)]) as (c, sc):
+            async with proxy_to(rec.base_url, [benign(seed=20), benign(5, seed=21, side=Side.OUTPUT)]) as (c, _sc):
                 r = await c.post("/v1/completions", json={"model": "rec", "prompt": "The capital of France is",
                                                           "max_tokens": 5, "top_k": 3})
                 assert r.status_code == 200, r.text

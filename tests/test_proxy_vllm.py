@@ -47,3 +47,56 @@ def test_guarded_chat_through_vllm(vllm_server):
                 assert r.status_code == 400 and r.json()["error"]["code"] == "backend_rejected"  # vLLM's 400
                 await gcg_rejected_and_stream_text(c, "v", GCG["prompt"])
     asyncio.run(go())
+
+
+def test_baseline_fitted_for_the_served_model_judges_its_own_logprobs(vllm_server, tmp_path):
+    """`guardrail baseline fit --generate --backend hosted_vllm/…`: an output baseline of vLLM's own answers;
+    the proxy, given it by name, judges vLLM's output by vLLM's logprobs (no embedded model loaded)."""
+    from typer.testing import CliRunner
+
+    from guardrail.cli import app as cli
+
+    rows = {}
+    for f in ("benign_sample.jsonl", "eval_prompts.jsonl"):
+        for line in (Path(__file__).parent / "data" / f).read_text().splitlines():
+            r = json.loads(line)
+            if r.get("label") == "benign":
+                rows[r["prompt"]] = r
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"text": p}) + "\n" for p in rows))
+    bdir = tmp_path / "baselines"
+    bdir.mkdir()
+    out = bdir / "myvllm.output.json"
+    res = CliRunner().invoke(cli, ["baseline", "fit", "--data", str(data), "--domain", "myvllm", "--out", str(out),
+                                   "--generate", "--max-tokens", "16", "--temperature", "0.7", "--alpha", "0.1",
+                                   "--backend", f"hosted_vllm/{vllm_server.model}", "--api-base",
+                                   vllm_server.base_url, "--json"])
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(res.output)
+    assert fitted["baseline"].startswith("myvllm/output@")
+    policy = tmp_path / "own.yaml"
+    policy.write_text("name: own\nprompt:\n  enabled: false\n  tiers: [{p: 0.001, action: reject}]\n"
+                      "output:\n  baseline: myvllm\n  tiers: [{p: 0.1, action: annotate}]\n"
+                      "regenerate: {max_attempts: 0}\n")
+
+    async def go():
+        cfg = ProxyConfig(models={"v": ModelRoute(backend=f"hosted_vllm/{vllm_server.model}",
+                                                  api_base=vllm_server.base_url, policy=str(policy),
+                                                  timeout_s=300)}, baselines_dir=str(bdir))
+        app = create_app(cfg)
+        async with app.router.lifespan_context(app):
+            await app.state.loaded.wait()
+            assert app.state.guardrail.ready, app.state.guardrail.error
+            assert app.state.guardrail.scorer is None  # nothing else loaded: vLLM judges itself
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p",
+                                         timeout=600) as c:
+                r = await c.post("/v1/chat/completions", json={
+                    "model": "v", "max_tokens": 24, "temperature": 0.7,
+                    "messages": [{"role": "user", "content": "Give me a tip for keeping houseplants healthy."}]})
+                assert r.status_code == 200, r.text
+                g = r.json()["guardrail"]
+                assert g["scorers"] == {"output": "serving"} and g["baselines"]["output"] == fitted["baseline"]
+                out_d = g["attempts"][0]["output"]
+                assert out_d["p_value"] is not None and out_d["verdicts"][0]["scorable"]
+                assert r.json()["choices"][0]["logprobs"] is None  # asked for the judge, not returned
+    asyncio.run(go())

@@ -15,7 +15,6 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -41,7 +40,9 @@ class OpenAIHTTPBackend(BackendBase):
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
                  chunk_timeout: float | None = None, client: httpx.AsyncClient | None = None,
                  logprob_mode: LogprobMode = LogprobMode.RAW, tokenizer: str | None = None,
-                 max_top_k: int | None = 20) -> None:
+                 max_top_k: int | None = 20, revision: str | None = None) -> None:
+        """The scorer identity is the served model (and ``revision``, when given), not the server's address: a
+        baseline fitted through one address holds through another for the same model."""
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -49,10 +50,9 @@ class OpenAIHTTPBackend(BackendBase):
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, read=chunk_timeout or timeout),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-        host = urlsplit(self.base_url).netloc or self.base_url
         tok = tokenizer or f"served:{model}"
-        self._scorer = ScorerInfo(backend="openai_http", model=model, weights=f"served:{model}", tokenizer=tok,
-                                  logprob_mode=logprob_mode, settings={"server": host})
+        self._scorer = ScorerInfo(backend="openai_http", model=model, weights=revision or f"served:{model}",
+                                  tokenizer=tok, logprob_mode=logprob_mode, settings={})
         self._caps = Capabilities(prompt_logprobs=False, output_logprobs=True, max_top_k=max_top_k,
                                   logprob_mode=logprob_mode, tokenizer=tok, passthrough=True)
         self._origin = Origin.of(self._scorer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
@@ -214,19 +215,27 @@ async def fit_baseline(
 
 async def generation_features(
     backend: Backend, prompts: Sequence[str], *, widths: Sequence[int], max_tokens: int = 128,
-    temperature: float = 0.7, seed: int = 0, progress: Callable[[int], None] | None = None,
+    temperature: float = 0.7, seed: int = 0, progress: Callable[[int], None] | None = None, concurrency: int = 8,
 ) -> Feats:
     """Output-side units: generate an answer to each prompt (seeded per prompt) and take the features of the
-    generation's own output logprobs -- what the guard will see at run time."""
-    out: Feats = []
-    for i, prompt in enumerate(prompts):
+    generation's own output logprobs -- what the guard will see at run time.  ``concurrency`` requests at once
+    (in the prompts' order in the result)."""
+    caps = backend.capabilities
+    # entropy signals need the distribution: exact where the backend has it, else the top alternatives (the
+    # baseline records k; the Guard asks the serving model for as many)
+    top = 0 if caps.exact_entropy else min(5, caps.max_top_k or 5)
+    sem = asyncio.Semaphore(concurrency)  # a server batches concurrent requests; the embedded model queues them
+
+    async def one(i: int, prompt: str) -> dict[str, float] | None:
         req = GenerationRequest(messages=[Message(role="user", content=prompt)], max_tokens=max_tokens,
-                                temperature=temperature, seed=seed + i, top_logprobs=0)
-        gen = await backend.generate(req)
-        out.append(features(gen.output, widths))
+                                temperature=temperature, seed=seed + i, top_logprobs=top)
+        async with sem:
+            gen = await backend.generate(req)
         if progress:
             progress(1)
-    return out
+        return features(gen.output, widths)
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 
 
 async def fit_output_baseline(
