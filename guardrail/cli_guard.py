@@ -196,10 +196,10 @@ def _stream_chat(guard, msgs, **kw) -> None:
                 typer.echo(ev.text, nl=False)
             elif isinstance(ev, StreamEnd):
                 res = ev.result
-                if res.error is not None and not ev.streamed:
-                    typer.echo(f"[rejected] {res.error['error']['message']}")
-                elif ev.aborted:
+                if ev.aborted:
                     typer.echo(" [cut]")
+                elif res.error is not None and not ev.streamed:
+                    typer.echo(f"[rejected] {res.error['error']['message']}")
                 else:
                     typer.echo("")
                 typer.echo(f"-- guardrail: {res.report.summary()}", err=True)

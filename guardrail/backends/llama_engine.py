@@ -153,10 +153,12 @@ def compute_copy(path: Path, compute: str, sha256: str) -> Path:
                 return out
         except OSError:
             pass
-        out.unlink(missing_ok=True)  # not the copy that was made: make it again
+        # not the copy that was made (altered, or made before hashes were recorded): made again below and
+        # swapped in atomically -- never unlinked, so another process loading it meanwhile is not disturbed
     L = _llama()  # noqa: N806
     out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    rec_tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
     params = L.llama_model_quantize_default_params()
     params.ftype = ftype
     params.allow_requantize = True
@@ -166,13 +168,12 @@ def compute_copy(path: Path, compute: str, sha256: str) -> Path:
         rc = L.llama_model_quantize(str(path).encode(), str(tmp).encode(), params)
         if rc != 0 or not tmp.exists():
             raise ModelError(f"cannot load model {path}: {_why(f'llama.cpp code {rc}')}")
-        rec_tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
         rec_tmp.write_text(file_sha256(tmp) + "\n")
         os.replace(tmp, out)
         os.replace(rec_tmp, record)
     finally:
         tmp.unlink(missing_ok=True)
-        record.with_name(f".{record.name}.{os.getpid()}.tmp").unlink(missing_ok=True)
+        rec_tmp.unlink(missing_ok=True)
     return out
 
 

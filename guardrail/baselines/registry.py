@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .model import Baseline, BaselineError, load_baseline
 
-__all__ = ["add_dir", "regimes", "resolve", "shipped", "shipped_dir"]
+__all__ = ["add_dir", "regimes", "remove_dir", "resolve", "shipped", "shipped_dir"]
 
 _extra_dirs: list[Path] = []
 
@@ -25,6 +25,13 @@ def add_dir(path: str | Path) -> None:
         raise BaselineError(f"{p}: not a directory of baselines")
     if p not in _extra_dirs:
         _extra_dirs.append(p)
+
+
+def remove_dir(path: str | Path) -> None:
+    """Stop looking in ``path`` (registered with :func:`add_dir`; the registration is process-wide)."""
+    p = Path(path)
+    if p in _extra_dirs:
+        _extra_dirs.remove(p)
 
 
 def _dirs() -> list[Path]:

@@ -256,8 +256,9 @@ class Guard:
         """The generation request every attempt starts from (sampling set per attempt)."""
         own = self._judge_by.get("output", ("", self.backend))[0] == "serving"
         if own and not self.backend.capabilities.exact_entropy:  # as many alternatives as the baselines saw
-            top_logprobs = max(top_logprobs, *(min(20, b.entropy_k or 0) for b in [self.baselines["output"],
-                                                                                   *self.regimes]))
+            ks = [b.entropy_k for b in [self.baselines["output"], *self.regimes]]
+            # (a k above 20: entropies over the whole vocabulary, which no top-k request gives)
+            top_logprobs = max([top_logprobs, *(k for k in ks if k is not None and k <= 20)])
         return GenerationRequest(messages=msgs, max_tokens=max_tokens, stop=[stop] if isinstance(stop, str) else
                                  list(stop), top_logprobs=top_logprobs, logprobs=logprobs or own or top_logprobs > 0,
                                  extra=dict(extra or {}),

@@ -169,6 +169,10 @@ class ProxyState:
         return m
 
     async def aclose(self) -> None:
+        if self.config.baselines_dir:  # registered process-wide while this proxy runs
+            from ..baselines.registry import remove_dir
+
+            remove_dir(self.config.baselines_dir)
         closed: set[int] = set()
         for b in [*(m.backend for m in self.models.values()), self.scorer]:
             if b is not None and id(b) not in closed:
