@@ -75,16 +75,12 @@ class _Core:
             req = ChatRequest.model_validate(kw)
             req.check_supported("openai-compatible", passthrough=True)
             msgs = guard_messages(req, 10**9, passthrough=True)
-            max_tokens = req.max_new_tokens(256, 1 << 20)
+            call = req.guard_call(max_tokens=req.max_new_tokens(256, 1 << 20), temperature=1.0, passthrough=True)
         except ProxyError as e:
             raise InputError(e.message) from None
         except ValueError as e:  # pydantic's ValidationError
             raise InputError(f"invalid request: {e}") from None
-        return req, dict(messages=msgs, model=req.model, max_tokens=max_tokens,
-                         temperature=1.0 if req.temperature is None else req.temperature, top_p=req.top_p,
-                         seed=req.seed, stop=req.stop_list(), logprobs=req.logprobs,
-                         top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0, extra=req.passthrough(),
-                         raw_messages=req.messages)
+        return req, {"messages": msgs, **call}
 
     async def create(self, kw: dict[str, Any]) -> Any:
         from openai.types.chat import ChatCompletion

@@ -98,6 +98,11 @@ class Timings(BaseModel):
     review_ms: float = 0.0
     total_ms: float = 0.0
 
+    @property
+    def overhead_ms(self) -> float:
+        """Time the guard added: the whole request minus the backend's generation and a person's review."""
+        return max(0.0, self.total_ms - self.generate_ms - self.review_ms)
+
 
 class Shadow(BaseModel):
     would: str  # the action the policy would have taken

@@ -188,16 +188,11 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
         passthrough = served.backend.capabilities.passthrough
         req.check_supported(served.route.backend, passthrough)
         msgs = guard_messages(req, cfg.limits.max_prompt_chars, passthrough)
-        max_tokens = req.max_new_tokens(cfg.limits.default_max_tokens, cfg.limits.max_tokens)
-        temperature = req.temperature if req.temperature is not None else served.route.default_temperature
         assert served.admission is not None
-        kw = dict(model=req.model, max_tokens=max_tokens, temperature=temperature, top_p=req.top_p, seed=req.seed,
-                  stop=req.stop_list(), request_id=rid, top_logprobs=(req.top_logprobs or 0) if req.logprobs else 0,
-                  logprobs=req.logprobs)
-        if passthrough:
-            kw.update(extra=req.passthrough(), raw_messages=None if raw_prompt is not None else req.messages)
-        if raw_prompt is not None:
-            kw["raw_prompt"] = raw_prompt
+        kw = req.guard_call(max_tokens=req.max_new_tokens(cfg.limits.default_max_tokens, cfg.limits.max_tokens),
+                            temperature=served.route.default_temperature, passthrough=passthrough,
+                            raw_prompt=raw_prompt)
+        kw["request_id"] = rid
         ctx["text"] = raw_prompt is not None
         if req.stream:
             return await _open_stream(served, guard, req, msgs, kw, rid, ctx)
@@ -282,9 +277,8 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
 
 
 def _headers(res: GuardResult, rid: str) -> dict[str, str]:
-    t = res.report.timings
     return {"x-request-id": rid, "x-guardrail-action": res.report.action, "x-guardrail-policy": res.report.policy,
-            "x-guardrail-overhead-ms": f"{max(0.0, t.total_ms - t.generate_ms - t.review_ms):.1f}"}
+            "x-guardrail-overhead-ms": f"{res.report.timings.overhead_ms:.1f}"}
 
 
 async def _read_json(request: Request, limit: int) -> Any:

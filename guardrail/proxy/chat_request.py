@@ -62,6 +62,21 @@ class ChatRequest(BaseModel):
                              code="max_tokens_over_limit")
         return n
 
+    def guard_call(self, *, max_tokens: int, temperature: float, passthrough: bool,
+                   raw_prompt: str | None = None) -> dict[str, Any]:
+        """The keyword arguments of ``Guard.chat`` / ``Guard.stream`` for this request (``temperature``: the
+        request's, else this default)."""
+        kw: dict[str, Any] = dict(
+            model=self.model, max_tokens=max_tokens,
+            temperature=self.temperature if self.temperature is not None else temperature, top_p=self.top_p,
+            seed=self.seed, stop=self.stop_list(), logprobs=self.logprobs,
+            top_logprobs=(self.top_logprobs or 0) if self.logprobs else 0)
+        if passthrough:
+            kw.update(extra=self.passthrough(), raw_messages=None if raw_prompt is not None else self.messages)
+        if raw_prompt is not None:
+            kw["raw_prompt"] = raw_prompt
+        return kw
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []

@@ -68,7 +68,7 @@ class ProxyMetrics:
         t = report.timings
         for stage in ("screen_ms", "generate_ms", "score_ms", "decide_ms", "total_ms"):
             self.stage_ms.labels(stage.removesuffix("_ms")).observe(getattr(t, stage))
-        self.stage_ms.labels("overhead").observe(max(0.0, t.total_ms - t.generate_ms - t.review_ms))
+        self.stage_ms.labels("overhead").observe(t.overhead_ms)
         self.tokens.labels(model, "prompt").inc(report.usage.prompt_tokens)
         self.tokens.labels(model, "completion").inc(report.usage.completion_tokens)
 

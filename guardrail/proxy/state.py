@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..backends.base import Backend
+from ..baselines.model import Baseline
 from ..errors import ConfigError
 from ..guard.guard import Guard, resolve_baselines
 from ..guard.policy import Policy, load_policy
@@ -141,21 +142,22 @@ class ProxyState:
                         raise ConfigError(f"models.{name}.policies: {e}") from None
                 for dom in route.allowed_domains():
                     try:
-                        served.guards[(pname, dom)] = Guard(
-                            policies[pname].with_baseline(dom), backend,
-                            scorer=self._scorer_for(backend, policies[pname].with_baseline(dom)))
+                        pol = policies[pname].with_baseline(dom)
+                        bs = resolve_baselines(pol)  # loaded once: the Guard is given them
+                        served.guards[(pname, dom)] = Guard(pol, backend, scorer=self._scorer_for(backend, bs),
+                                                            baselines=bs)
                     except ConfigError as e:
                         raise ConfigError(f"models.{name} (policy {pname}"
                                           f"{', domain ' + dom if dom else ''}): {e}") from None
             self.models[name] = served
         self.ready = True
 
-    def _scorer_for(self, backend: Backend, policy: Policy) -> Backend | None:
+    def _scorer_for(self, backend: Backend, baselines: Mapping[str, Baseline]) -> Backend | None:
         """The embedded scorer, when a side's baseline is not for the serving backend's own logprobs (it then
         teacher-forces that side); None when the backend judges itself (nothing else is loaded)."""
         if hasattr(backend, "score_reply"):
             return backend
-        own = all(b.scorer_id == backend.scorer.id for b in resolve_baselines(policy).values())
+        own = all(b.scorer_id == backend.scorer.id for b in baselines.values())
         return None if own else self._embedded()
 
     def served(self, model: str) -> ServedModel:
