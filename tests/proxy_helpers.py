@@ -29,15 +29,23 @@ def user(text: str | None = None) -> list[dict]:
 
 
 @asynccontextmanager
-async def proxy(script=(), cfg: ProxyConfig | None = None, *, wait_ready: bool = True):
-    backend = ScriptedBackend(script, scorer=embedded_scorer())
-    app = create_app(cfg or config(), backends={MODEL: backend}, scorer_factory=lambda: backend)
+async def running(app, *, wait_ready: bool = True, timeout: float = 30.0):
+    """The app's lifespan (models loaded, asserted ready unless told) and an in-process client to it."""
     async with app.router.lifespan_context(app):
         if wait_ready:
             await app.state.loaded.wait()
             assert app.state.guardrail.ready, app.state.guardrail.error
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as client:
-            yield client, backend, app
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy",
+                                     timeout=timeout) as client:
+            yield client
+
+
+@asynccontextmanager
+async def proxy(script=(), cfg: ProxyConfig | None = None, *, wait_ready: bool = True):
+    backend = ScriptedBackend(script, scorer=embedded_scorer())
+    app = create_app(cfg or config(), backends={MODEL: backend}, scorer_factory=lambda: backend)
+    async with running(app, wait_ready=wait_ready) as client:
+        yield client, backend, app
 
 
 def sse_events(text: str) -> list[dict | str]:

@@ -8,9 +8,8 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
 import pytest
-from proxy_helpers import gcg_rejected_and_stream_text
+from proxy_helpers import gcg_rejected_and_stream_text, running
 
 from guardrail.proxy import ProxyConfig, create_app
 from guardrail.proxy.config import ModelRoute
@@ -25,24 +24,20 @@ def test_guarded_chat_through_a_real_llamacpp_server(llamacpp_server):
         cfg = ProxyConfig(models={"llama": ModelRoute(backend="openai/smollm2", api_base=llamacpp_server,
                                                       timeout_s=180)})
         app = create_app(cfg)
-        async with app.router.lifespan_context(app):
-            await app.state.loaded.wait()
-            assert app.state.guardrail.ready, app.state.guardrail.error
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p",
-                                         timeout=300) as c:
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "llama", "max_tokens": 24, "temperature": 0, "logprobs": True,
-                    "messages": [{"role": "user", "content": "What is the capital of France?"}]})
-                assert r.status_code == 200, r.text
-                body = r.json()
-                g = body["guardrail"]
-                assert g["scorers"] == {"prompt": "embedded", "output": "embedded"}
-                assert g["prompt"]["p_value"] > 0.01 and g["attempts"][0]["output"]["p_value"] is not None
-                text = body["choices"][0]["message"]["content"]
-                assert "Paris" in text
-                lp = body["choices"][0]["logprobs"]["content"]  # the server's own, as the client asked
-                assert lp and all(e["logprob"] <= 0 for e in lp)
-                assert body["usage"]["prompt_tokens"] > 0 and body["usage"]["completion_tokens"] > 0
+        async with running(app, timeout=300) as c:
+            r = await c.post("/v1/chat/completions", json={
+                "model": "llama", "max_tokens": 24, "temperature": 0, "logprobs": True,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            g = body["guardrail"]
+            assert g["scorers"] == {"prompt": "embedded", "output": "embedded"}
+            assert g["prompt"]["p_value"] > 0.01 and g["attempts"][0]["output"]["p_value"] is not None
+            text = body["choices"][0]["message"]["content"]
+            assert "Paris" in text
+            lp = body["choices"][0]["logprobs"]["content"]  # the server's own, as the client asked
+            assert lp and all(e["logprob"] <= 0 for e in lp)
+            assert body["usage"]["prompt_tokens"] > 0 and body["usage"]["completion_tokens"] > 0
 
-                await gcg_rejected_and_stream_text(c, "llama", GCG["prompt"])
+            await gcg_rejected_and_stream_text(c, "llama", GCG["prompt"])
     asyncio.run(go())

@@ -8,9 +8,8 @@ import asyncio
 import json
 from pathlib import Path
 
-import httpx
 import pytest
-from proxy_helpers import gcg_rejected_and_stream_text
+from proxy_helpers import gcg_rejected_and_stream_text, running
 
 from guardrail.proxy import ProxyConfig, create_app
 from guardrail.proxy.config import ModelRoute
@@ -25,27 +24,23 @@ def test_guarded_chat_through_vllm(vllm_server):
         cfg = ProxyConfig(models={"v": ModelRoute(backend=f"hosted_vllm/{vllm_server.model}",
                                                   api_base=vllm_server.base_url, timeout_s=300)})
         app = create_app(cfg)
-        async with app.router.lifespan_context(app):
-            await app.state.loaded.wait()
-            assert app.state.guardrail.ready, app.state.guardrail.error
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p",
-                                         timeout=600) as c:
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "v", "max_tokens": 24, "temperature": 0, "top_k": 1, "repetition_penalty": 1.0,
-                    "logprobs": True, "top_logprobs": 2,
-                    "messages": [{"role": "user", "content": "What is the capital of France?"}]})
-                assert r.status_code == 200, r.text
-                body = r.json()
-                g = body["guardrail"]
-                assert g["scorers"] == {"prompt": "embedded", "output": "embedded"}
-                assert g["attempts"][0]["output"]["p_value"] is not None
-                lp = body["choices"][0]["logprobs"]["content"]
-                assert lp and all(len(e["top_logprobs"]) <= 2 for e in lp)
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "v", "max_tokens": 24, "top_k": "not a number",
-                    "messages": [{"role": "user", "content": "Name a colour."}]})
-                assert r.status_code == 400 and r.json()["error"]["code"] == "backend_rejected"  # vLLM's 400
-                await gcg_rejected_and_stream_text(c, "v", GCG["prompt"])
+        async with running(app, timeout=600) as c:
+            r = await c.post("/v1/chat/completions", json={
+                "model": "v", "max_tokens": 24, "temperature": 0, "top_k": 1, "repetition_penalty": 1.0,
+                "logprobs": True, "top_logprobs": 2,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            g = body["guardrail"]
+            assert g["scorers"] == {"prompt": "embedded", "output": "embedded"}
+            assert g["attempts"][0]["output"]["p_value"] is not None
+            lp = body["choices"][0]["logprobs"]["content"]
+            assert lp and all(len(e["top_logprobs"]) <= 2 for e in lp)
+            r = await c.post("/v1/chat/completions", json={
+                "model": "v", "max_tokens": 24, "top_k": "not a number",
+                "messages": [{"role": "user", "content": "Name a colour."}]})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "backend_rejected"  # vLLM's 400
+            await gcg_rejected_and_stream_text(c, "v", GCG["prompt"])
     asyncio.run(go())
 
 
@@ -84,19 +79,15 @@ def test_baseline_fitted_for_the_served_model_judges_its_own_logprobs(vllm_serve
                                                   api_base=vllm_server.base_url, policy=str(policy),
                                                   timeout_s=300)}, baselines_dir=str(bdir))
         app = create_app(cfg)
-        async with app.router.lifespan_context(app):
-            await app.state.loaded.wait()
-            assert app.state.guardrail.ready, app.state.guardrail.error
+        async with running(app, timeout=600) as c:
             assert app.state.guardrail.scorer is None  # nothing else loaded: vLLM judges itself
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p",
-                                         timeout=600) as c:
-                r = await c.post("/v1/chat/completions", json={
-                    "model": "v", "max_tokens": 24, "temperature": 0.7,
-                    "messages": [{"role": "user", "content": "Give me a tip for keeping houseplants healthy."}]})
-                assert r.status_code == 200, r.text
-                g = r.json()["guardrail"]
-                assert g["scorers"] == {"output": "serving"} and g["baselines"]["output"] == fitted["baseline"]
-                out_d = g["attempts"][0]["output"]
-                assert out_d["p_value"] is not None and out_d["verdicts"][0]["scorable"]
-                assert r.json()["choices"][0]["logprobs"] is None  # asked for the judge, not returned
+            r = await c.post("/v1/chat/completions", json={
+                "model": "v", "max_tokens": 24, "temperature": 0.7,
+                "messages": [{"role": "user", "content": "Give me a tip for keeping houseplants healthy."}]})
+            assert r.status_code == 200, r.text
+            g = r.json()["guardrail"]
+            assert g["scorers"] == {"output": "serving"} and g["baselines"]["output"] == fitted["baseline"]
+            out_d = g["attempts"][0]["output"]
+            assert out_d["p_value"] is not None and out_d["verdicts"][0]["scorable"]
+            assert r.json()["choices"][0]["logprobs"] is None  # asked for the judge, not returned
     asyncio.run(go())
