@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from guard_helpers import benign, embedded_scorer
-from proxy_helpers import sse_events
+from proxy_helpers import running, sse_events
 from recording_server import ANSWER, TOOL_CALL, RecordingServer, ThreadServer
 
 from guardrail.backends.scripted import ScriptedBackend
@@ -35,12 +35,8 @@ async def proxy_to(url: str, scorer_script=(), timeout: float = 30.0, policy: st
     scorer = ScriptedBackend(scorer_script, scorer=embedded_scorer())
     cfg = ProxyConfig(models={"rec": ModelRoute(backend="openai/rec-model", api_base=url, timeout_s=timeout,
                                                 policy=policy)})
-    app = create_app(cfg, scorer_factory=lambda: scorer)
-    async with app.router.lifespan_context(app):
-        await app.state.loaded.wait()
-        assert app.state.guardrail.ready, app.state.guardrail.error
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as c:
-            yield c, scorer
+    async with running(create_app(cfg, scorer_factory=lambda: scorer)) as c:
+        yield c, scorer
 
 
 def test_tools_content_parts_and_vendor_fields_reach_the_backend_unchanged_and_tool_calls_come_back():
@@ -151,15 +147,13 @@ def test_backend_http_faults_map_to_openai_errors(answer, status, code):
             transport=httpx.MockTransport(handler)))
         app = create_app(ProxyConfig(models={"m": ModelRoute()}), backends={"m": backend},
                          scorer_factory=lambda: scorer)
-        async with app.router.lifespan_context(app):
-            await app.state.loaded.wait()
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as c:
-                r = await c.post("/v1/chat/completions", json={"model": "m", "messages": [
-                    {"role": "user", "content": "hello there"}]})
-                assert r.status_code == status, r.text
-                assert r.json()["error"]["code"] == code
-                if status == 429:
-                    assert r.headers["retry-after"] == "7"
+        async with running(app) as c:
+            r = await c.post("/v1/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": "hello there"}]})
+            assert r.status_code == status, r.text
+            assert r.json()["error"]["code"] == code
+            if status == 429:
+                assert r.headers["retry-after"] == "7"
     run(go())
 
 
