@@ -32,15 +32,19 @@ def policy_check(
     from .guard.explain import explain
     from .guard.guard import resolve_baselines
     from .guard.policy import load_policy
+    from .guard.routing import routed_sides
 
     try:
         pol = load_policy(policy)
         bl = resolve_baselines(pol)
-        lines = explain(pol, bl)
+        routed = routed_sides(pol)  # `baseline: route`: every domain's baseline, tiers checked against each
+        lines = explain(pol, bl, routed)
         if as_json:
             typer.echo(json.dumps({"ok": True, "policy": pol.name, "source": pol.source, "hash": pol.hash,
-                                   "baselines": {s: b.id for s, b in bl.items()},
-                                   "resolution": {s: b.resolution for s, b in bl.items()},
+                                   "baselines": {s: "route" if s in routed else b.id for s, b in bl.items()},
+                                   "routed": {s: {d: b.id for d, b in r.baselines.items()} for s, r in routed.items()},
+                                   "resolution": {s: max(x.resolution for x in routed[s].all()) if s in routed
+                                                  else b.resolution for s, b in bl.items()},
                                    "explanation": lines, "schema": pol.model_dump(mode="json")}))
         else:
             typer.echo(f"{pol.source}: ok")

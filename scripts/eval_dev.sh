@@ -24,6 +24,10 @@ $G eval outputs --data $O/degenerate_candidates.jsonl $O/reference_outputs.jsonl
 $G eval outputs --data $O/halueval_general.jsonl --text-field chatgpt_response --context-field user_query \
   --label-field hallucination --positive-labels yes --negative-labels no --limit 400 \
   --plots "$OUT/halueval" --json > "$OUT/outputs_halueval.json"
+# the Guard on the real embedded model: whole-stream early abort (docs/proxy.md) and the regenerate -> reject
+# ladder over 240 requests under the default policy (docs/guard.md)
+.venv/bin/python scripts/stream_abort_eval.py --out "$OUT/stream_abort.json"
+.venv/bin/python scripts/ladder_eval.py --out "$OUT/ladder.json"
 # calibration per domain (held-back documents)
 $G eval calibration --data $DATA/domains/*.jsonl --limit 300 --plots "$OUT/calibration" --json > "$OUT/calibration.json"
 echo "wrote $OUT/"

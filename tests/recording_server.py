@@ -1,5 +1,6 @@
 """A recording OpenAI-compatible server on 127.0.0.1 (FastAPI under uvicorn in a thread): it keeps every request
-body as it arrived and answers like a chat server would -- tool calls when tools are offered, text otherwise,
+body as it arrived and answers like a chat server would -- tool calls when tools are offered (streamed as
+``delta.tool_calls`` pieces when asked to stream), text otherwise,
 with or without logprobs as asked, streamed or not.  Evidence that the proxy forwards requests unchanged and
 returns what the backend said."""
 
@@ -98,6 +99,26 @@ class RecordingServer(ThreadServer):
             return JSONResponse({**common, "object": "chat.completion", "usage": usage, "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "".join(words)},
                  "logprobs": _logprobs(words) if want_lp else None, "finish_reason": "stop"}]})
+
+        if body.get("tools"):  # a tool call streamed as OpenAI does: id and name first, then argument pieces
+            args = TOOL_CALL["function"]["arguments"]
+            pieces = [args[i:i + 7] for i in range(0, len(args), 7)]
+            first = {"index": 0, "id": TOOL_CALL["id"], "type": "function",
+                     "function": {"name": TOOL_CALL["function"]["name"], "arguments": ""}}
+            deltas = [{"role": "assistant", "content": None, "tool_calls": [first]}] + [
+                {"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces]
+            lps = [None] + [_logprobs([p]) if want_lp else None for p in pieces]
+            usage = {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)}
+
+            async def tool_events():
+                for i, (d, lp) in enumerate(zip(deltas, lps)):
+                    ch = {**common, "object": "chat.completion.chunk", "choices": [
+                        {"index": 0, "delta": d, "logprobs": lp,
+                         "finish_reason": "tool_calls" if i == len(deltas) - 1 else None}]}
+                    yield f"data: {json.dumps(ch)}\n\n"
+                yield f"data: {json.dumps({**common, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n"
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(tool_events(), media_type="text/event-stream")
 
         async def events():
             done = False

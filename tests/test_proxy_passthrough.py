@@ -115,13 +115,39 @@ def test_stream_passes_through_and_is_judged_at_its_end():
     run(go())
 
 
-def test_tools_with_stream_is_refused_naming_the_field():
+def test_a_streamed_tool_call_comes_back_as_tool_call_deltas_and_its_arguments_are_judged():
+    async def go():
+        with RecordingServer() as rec:
+            script = [benign(seed=7), benign(30, seed=8, side=Side.OUTPUT)]
+            async with proxy_to(rec.base_url, script) as (c, sc):
+                r = await c.post("/v1/chat/completions", json={
+                    "model": "rec", "stream": True, "tools": TOOLS, "tool_choice": "auto",
+                    "messages": [{"role": "user", "content": "What is the weather in Paris?"}]})
+                assert r.status_code == 200, r.text
+                ev = sse_events(r.text)
+                chunks = [ch for ch in ev[:-1] if ch["choices"]]
+                assert all(not ch["choices"][0]["delta"].get("content") for ch in chunks)  # no markup as content
+                deltas = [d for ch in chunks for d in ch["choices"][0]["delta"].get("tool_calls") or ()]
+                assert deltas[0]["id"] == TOOL_CALL["id"] and deltas[0]["function"]["name"] == "get_weather"
+                assert "".join(d["function"].get("arguments") or "" for d in deltas) == \
+                    TOOL_CALL["function"]["arguments"]
+                assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+                g = ev[-2]["guardrail"]
+                assert g["action"] in ("allow", "annotate") and g["attempts"][0]["text"] == ""
+                # the embedded scorer teacher-forced the merged arguments, as for a non-streamed tool call
+                assert sc.calls[-1][0] == "score_reply" and sc.calls[-1][1][-1] == TOOL_CALL["function"]["arguments"]
+                assert rec.requests[0]["tools"] == TOOLS and rec.requests[0]["stream"] is True
+    run(go())
+
+
+def test_legacy_functions_with_stream_is_refused_naming_the_field():
     async def go():
         with RecordingServer() as rec:
             async with proxy_to(rec.base_url) as (c, _sc):
                 r = await c.post("/v1/chat/completions", json={
-                    "model": "rec", "stream": True, "tools": TOOLS, "messages": [{"role": "user", "content": "hi"}]})
-                assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+                    "model": "rec", "stream": True, "functions": [TOOLS[0]["function"]],
+                    "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 400 and r.json()["error"]["param"] == "functions"
                 assert rec.requests == []
     run(go())
 
@@ -223,4 +249,26 @@ def test_text_completions_go_to_the_servers_completions_route():
                 got = rec.requests[0]
                 assert got["prompt"] == "The capital of France is" and got["top_k"] == 3 and "messages" not in got
                 assert r.json()["usage"]["prompt_tokens"] == 5
+    run(go())
+
+
+def test_streamed_tool_call_tokens_with_logprobs_are_scored_but_never_released_as_content():
+    """With logprobs on (a serving-model baseline, or the client asked), the tokens of a tool call carry
+    logprobs: they are assessed, but the client gets the tool-call deltas, not the model's markup as text."""
+    from guardrail.backends.base import GenerationRequest, Message
+    from guardrail.backends.openai_http import OpenAIHTTPBackend
+    from guardrail.guard.streaming import merge_tool_calls
+
+    async def go():
+        with RecordingServer() as rec:
+            be = OpenAIHTTPBackend(rec.base_url, "rec-model")
+            req = GenerationRequest(messages=[Message(role="user", content="weather?")], max_tokens=40, logprobs=True,
+                                    extra={"tools": TOOLS})
+            events = [ev async for ev in be.stream(req)]
+            await be.aclose()
+        scored = [e for e in events if e.token is not None]
+        assert scored and all(e.tool_calls is not None for e in scored)  # every token belongs to the tool call
+        assert "".join(e.token.text for e in scored) == TOOL_CALL["function"]["arguments"]
+        assert merge_tool_calls(events) == [TOOL_CALL]
+        assert events[-1].finish_reason == "tool_calls"
     run(go())

@@ -66,6 +66,22 @@ def test_streams_come_back_as_chunks_and_a_rejected_prompt_raises_before_the_fir
             client.chat.completions.create(model="m", stream=True, messages=[{"role": "user", "content": "y"}])
 
 
+def test_a_streamed_tool_call_comes_back_as_typed_tool_call_deltas():
+    with RecordingServer() as rec:
+        scorer = ScriptedBackend([benign(seed=11), benign(20, seed=12, side=Side.OUTPUT)], scorer=embedded_scorer())
+        client = guardrail.wrap(openai.OpenAI(base_url=rec.base_url, api_key="x"), scorer=scorer)
+        stream = client.chat.completions.create(model="m", stream=True, tools=TOOLS,
+                                                messages=[{"role": "user", "content": "weather in Paris?"}])
+        chunks = [c for c in stream if c.choices]
+        calls = [tc for c in chunks for tc in c.choices[0].delta.tool_calls or ()]
+        assert isinstance(calls[0], openai.types.chat.chat_completion_chunk.ChoiceDeltaToolCall)
+        assert calls[0].id == TOOL_CALL["id"] and calls[0].function.name == "get_weather"
+        assert "".join(tc.function.arguments or "" for tc in calls) == TOOL_CALL["function"]["arguments"]
+        assert not any(c.choices[0].delta.content for c in chunks)
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        assert scorer.calls[-1][1][-1] == TOOL_CALL["function"]["arguments"]  # the arguments were judged
+
+
 def test_async_client_gets_an_async_create():
     async def go():
         with RecordingServer() as rec:

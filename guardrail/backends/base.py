@@ -127,6 +127,9 @@ class TokenEvent:
     text: str  # decoded text this event adds (complete characters only)
     finish_reason: str | None = None
     prompt_tokens: int | None = None  # on the last event, where the backend knows it
+    # not None: this event is part of a tool call, its text is not message content; the list holds the chunk's
+    # OpenAI ``delta.tool_calls`` entries as they came (on one event of the chunk, ``[]`` on its others)
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class BackendBase:

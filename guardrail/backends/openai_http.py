@@ -171,17 +171,32 @@ class OpenAIHTTPBackend(BackendBase):
                     raise BackendHTTPError(f"{self._where}: {chunk['error'].get('message', chunk['error'])}", 502)
                 usage = chunk.get("usage") or {}
                 n_prompt = usage.get("prompt_tokens") or n_prompt
+                calls = None if raw else _tool_call_deltas(chunk)
                 if request.logprobs and not raw:
-                    for ev in asm.feed(chunk):
+                    events = asm.feed(chunk)
+                    if calls is not None:  # the chunk's tokens spell a tool call, not content
+                        if not events:
+                            events = [TokenEvent(index, None, "")]
+                        for ev in events:
+                            ev.tool_calls = []
+                        events[-1].tool_calls = calls
+                    for ev in events:
                         finish = ev.finish_reason or finish
                         index = ev.index + 1
                         yield ev
                     continue
                 for choice in chunk.get("choices") or ():
                     piece = (choice.get("text") if raw else (choice.get("delta") or {}).get("content")) or ""
-                    finish = choice.get("finish_reason") or finish
-                    if piece or choice.get("finish_reason"):
-                        yield TokenEvent(index, None, piece, choice.get("finish_reason"))
+                    fr = choice.get("finish_reason")
+                    finish = fr or finish
+                    if piece:
+                        yield TokenEvent(index, None, piece, None if calls else fr)
+                        index += 1
+                    if calls is not None:  # a tool call's pieces: released as tool_calls, never as content
+                        yield TokenEvent(index, None, "", fr, tool_calls=calls)
+                        index, calls = index + 1, None
+                    elif fr and not piece:
+                        yield TokenEvent(index, None, "", fr)
                         index += 1
         if request.logprobs and not raw:
             last = asm.finish()
@@ -191,3 +206,12 @@ class OpenAIHTTPBackend(BackendBase):
                 yield last
                 return
         yield TokenEvent(index, None, "", finish or "unknown", prompt_tokens=n_prompt)
+
+
+def _tool_call_deltas(chunk: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The ``delta.tool_calls`` entries of a stream chunk's first choice, as they came; None without."""
+    for choice in chunk.get("choices") or ():
+        if (choice.get("index") or 0) == 0:
+            calls = (choice.get("delta") or {}).get("tool_calls")
+            return list(calls) if calls else None
+    return None

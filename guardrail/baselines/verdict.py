@@ -17,6 +17,7 @@ from ..scoring import TokenArrays
 from ..types import Segment
 from .features import features
 from .model import Baseline
+from .router import Route
 from .spans import decision_spans
 
 __all__ = ["ScorerKind", "Span", "Verdict", "judge", "unscorable"]
@@ -42,6 +43,7 @@ class Verdict(BaseModel):
     scorer: str  # scorer id
     scorer_kind: ScorerKind  # the serving model's own logprobs, or the embedded scorer teacher-forcing the text
     baseline: str | None = None  # baseline id
+    route: Route | None = None  # the policy routes by domain: the domain this text was routed to, and how
     p_value: float | None = None  # conformal p-value within the text's length bucket
     tail_p: float | None = None  # the same made continuous (a ranking below the resolution, not a guarantee)
     resolution: float | None = None  # smallest p-value the baseline gives this text: 1 / (n + 1)

@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..baselines.model import Baseline
 from .policy import Policy
+from .routing import Routed
 
 __all__ = ["explain"]
 
 
-def _tiers(rules, b: Baseline) -> str:
+def _tiers(rules, b: Baseline, routed: Routed | None = None) -> str:
     parts = [f"{t.action} when {'the tail statistic' if t.tail else 'p'} <= {t.p:g}" for t in rules.tiers]
+    if routed is not None:
+        coarsest = max(x.resolution for x in routed.all())
+        return "; ".join(parts) + (f" (baseline routed per text by domain among {', '.join(routed.baselines)}; "
+                                   f"{routed.router.fallback} when the router is unsure; coarsest resolution "
+                                   f"{coarsest:.2g})")
     return "; ".join(parts) + f" (baseline {b.id}, resolution {b.resolution:.2g})"
 
 
-def explain(policy: Policy, baselines: dict[str, Baseline]) -> list[str]:
+def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str, Routed] | None = None) -> list[str]:
+    routed = routed or {}
     lines = [f"policy {policy.name} ({policy.hash}): {policy.description or 'no description'}"]
     if policy.shadow:
         lines.append("SHADOW MODE: every request is allowed; the report says what the policy would have done.")
     p, o = policy.prompt, policy.output
     if "prompt" in baselines and p is not None:
         lines.append(f"Prompt: each {'/'.join(p.roles)} message is scored on its own and the request's p-value is "
-                     f"Bonferroni over them. Tiers: {_tiers(p, baselines['prompt'])}.")
+                     f"Bonferroni over them. Tiers: {_tiers(p, baselines['prompt'], routed.get('prompt'))}.")
         lines.append(f"  An unscorable prompt fails {p.unscorable}; a missing signal fails {p.missing_signal}"
                      f"{' (its most severe tier: ' + p.most_severe + ')' if 'closed' in (p.unscorable, p.missing_signal) else ''}.")
     else:
         lines.append("Prompt: not checked.")
     if "output" in baselines and o is not None:
-        lines.append(f"Output: the answer is judged by its baseline. Tiers: {_tiers(o, baselines['output'])}.")
+        lines.append(f"Output: the answer is judged by its baseline. Tiers: {_tiers(o, baselines['output'], routed.get('output'))}.")
         lines.append(f"  An unscorable answer fails {o.unscorable}; a missing signal fails {o.missing_signal}.")
         if any(t.action == "regenerate" for t in o.tiers):
             r = policy.regenerate

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from ..backends.base import Backend, GenerationRequest, Message
 from ..baselines.model import Baseline
+from ..baselines.router import Route
 from ..baselines.registry import regimes
 from ..baselines.verdict import ScorerKind, Verdict, judge, unscorable
 from ..cache import ScoreCache
@@ -30,6 +31,7 @@ from .policy import Policy, SideRules, load_policy
 from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
 from .result import GuardResult
 from .review import InMemoryReviewQueue, ReviewQueue
+from .routing import routed_sides
 from .sides import cancel_task, check_tiers, judged_text, messages_of, n_output, resolve_baselines
 from .streaming import StreamEvent, stream_chat
 
@@ -63,6 +65,10 @@ class Guard:
         self.baselines = resolve_baselines(policy, baselines)
         for side, b in self.baselines.items():
             self._judge_by[side] = self._pick_scorer(side, b)
+        self.routed = routed_sides(policy)  # sides whose baseline is `route`: one per domain, picked per text
+        for side, routed in self.routed.items():
+            if any(self._pick_scorer(side, b)[1] is not self._judge_by[side][1] for b in routed.all()):
+                raise ConfigError(f"{self.policy.where(side, 'baseline')}: {side}: routed baselines need one scorer")
         # output baselines of the serving model's own generations, one per sampling regime: the nearest is used
         self.regimes: list[Baseline] = []
         if "output" in self.baselines:
@@ -163,7 +169,7 @@ class Guard:
     def _start(self, request_id: str | None, model: str | None) -> tuple[GuardReport, Candidate]:
         pol = self.policy
         report = GuardReport(request_id=request_id or uuid.uuid4().hex[:24], policy=pol.name, policy_hash=pol.hash,
-                             action="allow", reason="", baselines={s: b.id for s, b in self.baselines.items()},
+                             action="allow", reason="", baselines=self._baseline_ids(),
                              scorers={s: k for s, (k, _) in self._judge_by.items()})
         return report, Candidate(model=model or self.backend.scorer.model, text=None, finish_reason=None)
 
@@ -201,11 +207,11 @@ class Guard:
         if rules is None or "prompt" not in self._judge_by:
             raise ConfigError(f"policy {self.policy.name} does not screen prompts")
         kind, scorer = self._judge_by["prompt"]
-        b = self.baselines["prompt"]
         verdicts, cached = [], 0
         for i, m in enumerate(messages_of(messages)):
             if m.role not in rules.roles or not m.content.strip():
                 continue
+            b, route = self.baseline_for("prompt", m.content)
             key = (scorer.scorer.id, b.id, hashlib.sha256(m.content.encode("utf-8", "surrogatepass")).hexdigest())
             v = self._cache.get(key)
             if v is None:
@@ -214,7 +220,7 @@ class Guard:
             else:
                 cached += 1
                 self._cache.move_to_end(key)
-            verdicts.append(v.model_copy(update={"message": i, "role": m.role, "spans": [
+            verdicts.append(v.model_copy(update={"message": i, "role": m.role, "route": route, "spans": [
                 s.model_copy(update={"message": i}) for s in v.spans]}))
         if not verdicts:
             return SideDecision(side="prompt", action="allow", reason=f"no {'/'.join(rules.roles)} message to screen")
@@ -343,6 +349,14 @@ class Guard:
             self._score_cache.put_many([hit])
         return hit
 
+    def _baseline_ids(self) -> dict[str, str]:
+        return {s: "route" if s in self.routed else b.id for s, b in self.baselines.items()}
+
+    def baseline_for(self, side: str, text: str) -> tuple[Baseline, Route | None]:
+        """The baseline ``text`` is judged by on ``side``: the policy's, or, when it routes, its domain's."""
+        routed = self.routed.get(side)
+        return (self.baselines[side], None) if routed is None else routed.pick(text)
+
     def _regime(self, temperature: float) -> tuple[Baseline | None, dict[str, Any] | None]:
         """The own-generation baseline of the nearest sampling regime, for the serving model's own output."""
         if not self.regimes:
@@ -355,12 +369,11 @@ class Guard:
     async def _judge_output(self, msgs: list[Message], gen: Generation, temperature: float) -> SideDecision:
         rules: SideRules = self.policy.output  # type: ignore[assignment]
         kind, scorer = self._judge_by["output"]
-        b = self.baselines["output"]
-        regime = None
-        if kind == "serving":
-            b, regime = self._regime(temperature)
-            b = b or self.baselines["output"]
         text = judged_text(gen)
+        b, regime = self._regime(temperature) if kind == "serving" else (None, None)
+        route = None
+        if b is None:
+            b, route = self.baseline_for("output", text)
         if not text.strip():
             v = unscorable("output", "empty output", scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
         elif kind == "serving" and not any(t.scored for t in gen.output.tokens):
@@ -375,6 +388,7 @@ class Guard:
                 v = unscorable("output", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
             else:
                 v = judge(b, seg, side="output", scorer_kind=kind)
+        v.route = route
         d = decide_side("output", rules, [v])
         d.regime = regime
         return d

@@ -126,7 +126,7 @@ class GuardReport(BaseModel):
     regenerated: int = 0
     budget_exhausted: str | None = None  # "tokens" / "seconds" when the ladder stopped for the budget
     usage: Usage = Field(default_factory=Usage)  # all attempts
-    baselines: dict[str, str] = Field(default_factory=dict)  # side -> baseline id
+    baselines: dict[str, str] = Field(default_factory=dict)  # side -> baseline id ("route": each verdict's own)
     scorers: dict[str, str] = Field(default_factory=dict)  # side -> "serving" | "embedded"
     shadow: Shadow | None = None
     review: ReviewInfo | None = None

@@ -27,12 +27,20 @@ def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = Non
         b = (given or {}).get(side)
         if b is None:
             try:
-                b = resolve(rules.baseline, side)
+                # routed by domain: the router's fallback stands for the side (ids, scorer); see routing.py
+                b = resolve(rules.baseline if rules.baseline != "route" else _fallback(), side)
             except BaselineError as e:
                 raise ConfigError(f"{policy.where(side, 'baseline')}: {side}.baseline: {e}") from None
         check_tiers(policy, side, [b])
         out[side] = b
     return out
+
+
+def _fallback() -> str:
+    from ..baselines.registry import shipped_dir
+    from ..baselines.router import Router
+
+    return Router.load(shipped_dir() / "router.json").fallback
 
 
 def check_tiers(policy: Policy, side: str, baselines: Sequence[Baseline]) -> None:
@@ -75,11 +83,12 @@ def n_output(gen: Generation) -> int:
 
 
 def judged_text(gen: Generation) -> str:
-    """What the output side judges: the answer's text, or, for an answer that is only tool calls, their
-    arguments (what an agent would act on)."""
-    if gen.output.text.strip():
-        return gen.output.text
+    """What the output side judges when it teacher-forces: the answer's text, or, for an answer with tool calls,
+    their arguments (what an agent would act on; with logprobs the output's tokens spell the model's raw tool-call
+    markup, which is not what the caller receives)."""
     calls = gen.message_extra.get("tool_calls") or []
+    if not calls:
+        return gen.output.text
     args = [c.get("function", {}).get("arguments") for c in calls if isinstance(c, dict)]
     return "\n".join(a for a in args if isinstance(a, str))
 

@@ -29,15 +29,17 @@ from .stream_assess import StreamAssessor
 if TYPE_CHECKING:
     from .guard import Guard
 
-__all__ = ["StreamDelta", "StreamEnd", "StreamEvent", "StreamStart", "stream_chat"]
+__all__ = ["StreamDelta", "StreamEnd", "StreamEvent", "StreamStart", "merge_tool_calls", "stream_chat"]
 
 
 @dataclass(slots=True)
 class StreamDelta:
-    """Text released to the client (every token of it assessed), with its tokens."""
+    """Text released to the client (every token of it assessed), with its tokens, and the tool-call deltas
+    released with them (OpenAI ``delta.tool_calls`` entries as the backend sent them)."""
 
     text: str
     tokens: list[Token] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -99,7 +101,25 @@ class _Prefetch:
 
 
 def _release(held: list[TokenEvent]) -> StreamDelta:
-    return StreamDelta("".join(e.text for e in held), [e.token for e in held if e.token is not None])
+    return StreamDelta("".join(e.text for e in held if e.tool_calls is None),
+                       [e.token for e in held if e.token is not None],
+                       [c for e in held if e.tool_calls for c in e.tool_calls])
+
+
+def merge_tool_calls(events: Sequence[TokenEvent]) -> list[dict[str, Any]]:
+    """The streamed ``delta.tool_calls`` pieces put together, as a non-streamed message has them: per ``index``
+    the first id, type and name, the arguments concatenated."""
+    calls: dict[int, dict[str, Any]] = {}
+    for e in events:
+        for d in e.tool_calls or ():
+            c = calls.setdefault(int(d.get("index") or 0), {"id": None, "type": "function",
+                                                            "function": {"name": None, "arguments": ""}})
+            c["id"] = c["id"] or d.get("id")
+            c["type"] = d.get("type") or c["type"]
+            fn = d.get("function") or {}
+            c["function"]["name"] = c["function"]["name"] or fn.get("name")
+            c["function"]["arguments"] += fn.get("arguments") or ""
+    return [calls[i] for i in sorted(calls)]
 
 
 async def stream_chat(
@@ -137,8 +157,8 @@ async def stream_chat(
     out_baseline = guard.baselines.get("output")
     if kind == "serving" and pol.stream.enabled:
         regime, _ = guard._regime(sampling.temperature)
-        out_baseline = regime or out_baseline
-        assert out_baseline is not None
+        # a routed output side has no text yet: the stream is assessed against the domain of the last message
+        out_baseline = regime or guard.baseline_for("output", msgs[-1].content)[0]
         assessor = StreamAssessor(out_baseline, pol.stream, max_tokens)
         report.stream = assessor.info
     events: list[TokenEvent] = []
@@ -171,12 +191,14 @@ async def stream_chat(
         await agen.aclose()  # on an abort or a client gone: the backend's request is cancelled
     gen_ms = (guard._clock() - t - assess_s) * 1e3
     tokens = [e.token for e in events if e.token is not None]
-    text = "".join(e.text for e in events)
+    text = "".join(e.text for e in events)  # what the tokens spell (tool-call markup included)
+    content = "".join(e.text for e in events if e.tool_calls is None)  # what the client got as content
+    calls = merge_tool_calls(events)
     entropy_k = (out_baseline.entropy_k if out_baseline is not None and guard.backend.capabilities.exact_entropy
                  else top_logprobs or None)
     seg = Origin.of(guard.backend.scorer).segment(text, Side.OUTPUT, tokens, entropy_k, [])
     gen = Generation(output=seg, finish_reason=finish or ("content_filter" if aborted else "length"),
-                     prompt_tokens=n_prompt or 0)
+                     prompt_tokens=n_prompt or 0, message_extra={"tool_calls": calls} if calls else {})
     t = guard._clock()
     if aborted:
         assert assessor is not None
@@ -194,14 +216,14 @@ async def stream_chat(
             out_action = pol.regenerate.on_exhausted
             decision.reason += f"; a streamed answer cannot be regenerated: {out_action}"  # type: ignore[union-attr]
     score_ms = (guard._clock() - t + assess_s) * 1e3
-    n_out = len(tokens) or sum(1 for e in events if e.text)  # without logprobs: one event per streamed piece
+    n_out = len(tokens) or sum(1 for e in events if e.text or e.tool_calls)  # without logprobs: one per piece
     usage = Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=n_out, total_tokens=gen.prompt_tokens + n_out)
     report.usage = usage
     report.attempts.append(Attempt(index=0, sampling=sampling, action=out_action, output=decision,
-                                   finish_reason=gen.finish_reason, text=text, usage=usage, generate_ms=gen_ms,
+                                   finish_reason=gen.finish_reason, text=content, usage=usage, generate_ms=gen_ms,
                                    score_ms=score_ms))
     report.timings.generate_ms, report.timings.score_ms = gen_ms, score_ms
-    cand.text, cand.finish_reason, cand.generation = text, gen.finish_reason, gen
+    cand.text, cand.finish_reason, cand.generation = content, gen.finish_reason, gen
     res = await guard._finish(report, cand, prompt_action, out_action,
                               decision.reason if decision is not None else "output not checked", t0)
     delivered = res.report.action in ("allow", "annotate") or (res.report.action == "review" and

@@ -91,8 +91,8 @@ class ChatRequest(BaseModel):
 
     def check_supported(self, backend: str, passthrough: bool = False) -> None:
         """A field this path cannot honour is a 400 naming it (tools, response_format, n > 1, ...).  A
-        pass-through backend takes them all, except what the guard itself cannot follow (n > 1; tool-call
-        deltas in a stream)."""
+        pass-through backend takes them all, except what the guard itself cannot follow (n > 1; the legacy
+        ``functions``' function_call deltas in a stream: ``tools`` stream fine)."""
         if self.top_logprobs and not self.logprobs:
             raise ProxyError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         if self.n not in (None, 1):
@@ -100,10 +100,9 @@ class ChatRequest(BaseModel):
                              code="unsupported_parameter")
         extra = self.model_extra or {}
         if passthrough:
-            for name in ("tools", "functions"):
-                if self.stream and extra.get(name):
-                    raise ProxyError(400, f"{name} with stream: true is not supported through the guard yet; "
-                                          f"send it without stream", param=name, code="unsupported_parameter")
+            if self.stream and extra.get("functions"):
+                raise ProxyError(400, "functions (deprecated) with stream: true is not supported through the "
+                                      "guard; use tools", param="functions", code="unsupported_parameter")
             return
         for name, value in extra.items():
             if name in _HARMLESS:

@@ -103,10 +103,13 @@ class Chunks:
 
     def of(self, ev: StreamEvent) -> list[dict[str, Any]]:
         if isinstance(ev, StreamDelta):
-            if not (ev.text or ev.tokens):
+            if not (ev.text or ev.tokens or ev.tool_calls):
                 return []
             lp = {"content": logprobs_content(ev.tokens, self.top), "refusal": None} if self.logprobs else None
-            return [self._chunk({"content": ev.text}, lp=lp)]
+            delta: dict[str, Any] = {"content": ev.text} if ev.text or not ev.tool_calls else {}
+            if ev.tool_calls:
+                delta["tool_calls"] = ev.tool_calls
+            return [self._chunk(delta, lp=lp)]
         if isinstance(ev, StreamEnd):
             last: dict[str, Any] = {"id": self.cid, "object": "chat.completion.chunk", "created": self.created,
                                     "model": self.model, "choices": []}
@@ -144,8 +147,8 @@ async def sse_stream(events: GuardStream, start: StreamStart, *, model: str, inc
         return
     except Exception as e:  # a backend fault mid-stream: the status is sent already, so an error event ends it
         err = from_exception(e)
-        log.warning("stream ended by an error", extra={"request_id": start.report.request_id, "status": err.status,
-                                                        "error": err.message})
+        log.warning("stream ended by an error", exc_info=err.status == 500,  # unexpected: the traceback is logged
+                    extra={"request_id": start.report.request_id, "status": err.status, "error": err.message})
         yield _data({"error": {"message": err.message, "type": "backend_error" if err.status >= 500 else
                                "invalid_request_error", "param": None, "code": err.code}})
         yield b"data: [DONE]\n\n"
