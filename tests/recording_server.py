@@ -111,7 +111,7 @@ class RecordingServer(ThreadServer):
             usage = {"prompt_tokens": 11, "completion_tokens": len(pieces), "total_tokens": 11 + len(pieces)}
 
             async def tool_events():
-                for i, (d, lp) in enumerate(zip(deltas, lps)):
+                for i, (d, lp) in enumerate(zip(deltas, lps, strict=True)):
                     ch = {**common, "object": "chat.completion.chunk", "choices": [
                         {"index": 0, "delta": d, "logprobs": lp,
                          "finish_reason": "tool_calls" if i == len(deltas) - 1 else None}]}

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from ..backends.base import Backend, GenerationRequest, Message
 from ..baselines.model import Baseline
-from ..baselines.router import Route
 from ..baselines.registry import regimes
+from ..baselines.router import Route
 from ..baselines.verdict import ScorerKind, Verdict, judge, unscorable
 from ..cache import ScoreCache
 from ..errors import BackendError, ConfigError, InputError
