@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-core
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run demo test test-fast test-vllm bench baselines eval lint install clean vllm-env
+.PHONY: run demo test test-fast test-vllm bench baselines eval lint install clean vllm-env litellm-proxy-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,18 @@ test-vllm: install vllm-env
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: install
+bench: install litellm-proxy-env
 	$(BIN)/python bench/run.py --out bench/results.json
+
+# LiteLLM's proxy for the proxy benchmark, in its own venv (its [proxy] pins clash with ours; 1.108.7 is the
+# version the proxy issue measured; later ones need a litellm-proxy package the registry does not carry).
+LVENV := .venv-litellm-proxy
+$(LVENV)/.installed:
+	python3 -m venv $(LVENV)
+	$(LVENV)/bin/python -m pip install -q "litellm[proxy]==1.108.7"
+	touch $@
+
+litellm-proxy-env: $(LVENV)/.installed
 
 # Shipped starter baselines and router, fitted from the development set (../shared/data; ~45 min on 2 cores,
 # scores cached in ~/.cache/guardrail so a re-run only re-fits).  CI checks the committed files, it does not refit.

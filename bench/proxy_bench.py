@@ -10,7 +10,11 @@ tokens with 5 alternatives each, no sleeps), one uvicorn worker each:
 Latency: sequential requests (p50, p99); throughput: 32 concurrent clients; streams: time to the first byte and
 to the end; guardrail's and the floor's process CPU per streamed chunk (/proc); 200 concurrent streams held;
 tokens saved by the early abort on a degenerate fake stream.  The load generator runs on the same 2 cores, so
-absolute figures are pessimistic; compare the targets with each other.  LiteLLM's proxy is not measured here.
+absolute figures are pessimistic; compare the targets with each other.
+
+* litellm: LiteLLM's own proxy (``litellm --config``, one worker) in front of the same fake backend, from its own
+  virtual environment (``make litellm-proxy-env``: ``litellm[proxy]`` pins clash with ours); skipped, and said
+  so in the JSON, when that environment is absent.
 
     python bench/proxy_bench.py [--out bench/proxy.json]
 """
@@ -46,8 +50,13 @@ def free_port() -> int:
     return p
 
 
-def start(args: list[str], ready_url: str, timeout: float = 120) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+LITELLM = Path(os.environ.get("GUARDRAIL_LITELLM_PROXY", ROOT / ".venv-litellm-proxy" / "bin" / "litellm"))
+
+
+def start(args: list[str], ready_url: str, timeout: float = 120, exe: str | None = None,
+          env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen([exe or sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + timeout
     host, port = ready_url.split("//")[1].split("/")[0].split(":")
     while time.monotonic() < deadline:
@@ -94,6 +103,18 @@ def fit_bench_baseline(fake_url: str, out_dir: Path) -> None:
                           unit={"kind": "generation", "temperature": 0.0, "max_tokens": 40},
                           corpus={"synthetic": 600}, max_buckets=1)
     save_baseline(b, out_dir / "bench.output.json")
+
+
+def _wait_ok(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}")
 
 
 def cpu_s(pid: int) -> float:
@@ -187,8 +208,24 @@ def main() -> None:
         res = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
                "backend": "fake OpenAI-compatible server, 32 tokens x 5 alternatives, no sleeps",
                "targets": {}}
-        for name, url, pid in (("direct", fake, None), ("floor", f"http://127.0.0.1:{lp}/v1", floor.pid),
-                               ("guardrail", f"http://127.0.0.1:{gp}/v1", guard.pid)):
+        targets = [("direct", fake, None), ("floor", f"http://127.0.0.1:{lp}/v1", floor.pid),
+                   ("guardrail", f"http://127.0.0.1:{gp}/v1", guard.pid)]
+        if LITELLM.exists():
+            mp = free_port()
+            (tmp / "litellm.yaml").write_text(json.dumps({"model_list": [{"model_name": "fake", "litellm_params": {
+                "model": "openai/fake", "api_base": fake, "api_key": "sk-none"}}]}))
+            lite = start(["--config", str(tmp / "litellm.yaml"), "--host", "127.0.0.1", "--port", str(mp),
+                          "--num_workers", "1"], f"http://127.0.0.1:{mp}/", timeout=300, exe=str(LITELLM),
+                         env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
+            procs.append(lite)
+            _wait_ok(f"http://127.0.0.1:{mp}/health/liveliness", lite)
+            targets.append(("litellm", f"http://127.0.0.1:{mp}/v1", lite.pid))
+            res["litellm_version"] = subprocess.run([str(LITELLM.parent / "python"), "-c",
+                                                     "import importlib.metadata as m; print(m.version('litellm'))"],
+                                                    capture_output=True, text=True).stdout.strip()
+        else:
+            res["litellm_skipped"] = f"{LITELLM} not found (make litellm-proxy-env)"
+        for name, url, pid in targets:
             res["targets"][name] = asyncio.run(measure(url + "/chat/completions", pid))
             print(name, res["targets"][name], flush=True)
         t = res["targets"]
@@ -202,6 +239,13 @@ def main() -> None:
             "guardrail_cpu_ms_per_streamed_token_beyond_floor": round(
                 t["guardrail"]["cpu_ms_per_streamed_token"] - t["floor"]["cpu_ms_per_streamed_token"], 4),
         }
+        if "litellm" in t:
+            res["summary"].update({
+                "litellm_added_p50_ms_over_direct": round(t["litellm"]["p50_ms"] - t["direct"]["p50_ms"], 2),
+                "guardrail_requests_per_s_vs_litellm": round(
+                    t["guardrail"]["requests_per_s"] / t["litellm"]["requests_per_s"], 2),
+                "litellm_cpu_ms_per_streamed_token": t["litellm"]["cpu_ms_per_streamed_token"],
+            })
         args.out.write_text(json.dumps(res, indent=2) + "\n")
         print(json.dumps(res["summary"], indent=1))
     finally:

@@ -1,4 +1,4 @@
-"""``guardrail eval prompts | outputs | calibration``: what the guardrail catches and what it costs."""
+"""``guardrail eval prompts | outputs | calibration | stream``: what the guardrail catches and what it costs."""
 
 from __future__ import annotations
 
@@ -199,3 +199,81 @@ def outputs(
               negative=negative_labels, report=report_labels, group_field=group_field, span_field=None,
               context_field=context_field, baseline=baseline, alpha=alpha, limit=limit, seed=seed, n_boot=n_boot,
               plots=plots, cache_dir=cache_dir, model=model, as_json=as_json)
+
+
+@app.command()
+def stream(
+    data: DataOpt,
+    text_field: Annotated[str, typer.Option("--text-field", help="field holding the prompt")] = "prompt",
+    temperatures: Annotated[str, typer.Option("--temperatures", help="sampling temperatures, comma separated")] = "0,0.7,1.8",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="tokens per generation")] = 80,
+    alpha: Annotated[float, typer.Option("--alpha", help="whole-stream false-abort budget")] = 0.01,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="output baseline name (default: the own-generation regime nearest each temperature)")] = None,
+    check_every: Annotated[int, typer.Option("--check-every", help="checkpoint interval when the baseline has no stream calibration")] = 16,
+    split: Annotated[str | None, typer.Option("--split", help="only prompts of this split (train, calib, test): test for prompts held apart from fitting")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="at most N prompts (a fixed pseudo-random sample)")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="salt of the per-prompt seeds (default: the unsalted rule the stored generations use)")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="generation store (default ~/.cache/guardrail/generations.jsonl)")] = None,
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate with the embedded model (stored: a rerun replays), stream each generation through the assessor:
+    whole-stream abort rates of normal generations per temperature, and how fast loops are cut."""
+    from .backends.llamacpp import LlamaCppBackend
+    from .baselines.corpus import read_records
+    from .baselines.registry import regimes, resolve
+    from .baselines.splits import split_of
+    from .errors import ConfigError
+    from .evaluation.generations import GenerationStore, ordered_prompts, seed_for
+    from .evaluation.stream_eval import eval_streams
+
+    try:
+        a = _alpha(alpha)
+        temps = {t.strip(): float(t) for t in temperatures.split(",") if t.strip()}
+        if not temps or any(not 0 <= t <= 5 for t in temps.values()):
+            raise ConfigError(f"--temperatures: comma-separated values in [0, 5], got {temperatures!r}")
+        if split not in (None, "train", "calib", "test"):
+            raise ConfigError(f"--split must be train, calib or test, got {split!r}")
+        texts = [r.text for p in data for r in read_records(p, text_field)]
+        prompts = ordered_prompts([t for t in texts if split is None or split_of(t) == split])[:limit]
+        if not prompts:
+            raise ConfigError("no prompt to generate from (check --data, --text-field and --split)")
+        found = regimes(baseline or "general")
+        fixed = None if found else resolve(baseline or "general", "output")
+        backend = LlamaCppBackend(model)
+        for b in [*found, *([fixed] if fixed else [])]:
+            b.check_scorer(backend.scorer, b.id)
+
+        def baseline_for(t: float):
+            if fixed is not None:
+                return fixed
+            return min(found, key=lambda b: (abs(float(b.unit["temperature"]) - t), float(b.unit["temperature"])))
+
+        gs = GenerationStore(store)
+        gens: dict = {k: [] for k in temps}
+
+        async def generate(advance) -> None:
+            for k, t in temps.items():
+                for p in prompts:
+                    g, _ = await gs.generate(backend, p, t, seed_for(p, seed), max_tokens)
+                    gens[k].append(g)
+                    advance()
+
+        with _progress() as bar:
+            task = bar.add_task("generating", total=len(prompts) * len(temps))
+            asyncio.run(generate(lambda: bar.advance(task, 1)))
+        backend.close()
+        doc = eval_streams(gens, baseline_for, alpha=a, check_every=check_every)
+        doc["max_tokens"], doc["n_prompts"] = max_tokens, len(prompts)
+        if as_json:
+            typer.echo(json.dumps(doc, indent=1))
+        else:
+            for k, row in doc["by_temperature"].items():
+                typer.echo(f"T={k}: {row['n']} normal, abort rate {row['abort_rate']:.3f} (99 % interval "
+                           f"{row['binomial_99'][0]:.3f}-{row['binomial_99'][1]:.3f}, {row['method']}); per-prefix "
+                           f"{row['per_prefix_abort_rate']:.3f}; {row['n_loops']} loops")
+            lo = doc["loops"]
+            typer.echo(f"loops: {lo['n']}, cut {lo['abort_rate']}, median {lo['median_tokens_after_onset']} tokens "
+                       "after onset")
+    except GuardrailError as e:
+        _fail(e)

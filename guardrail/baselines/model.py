@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..types import Segment
 from .conformal import Assessment, Calibrator
 from .detector import Detector
+from .stream_calibration import StreamCalibration
 
 __all__ = ["FORMAT", "Baseline", "BaselineError", "RateReport", "load_baseline", "save_baseline"]
 
@@ -62,6 +63,9 @@ class Baseline(BaseModel):
     # k behind the fitting segments' entropies: the vocabulary size when exact (the embedded scorer), the number of
     # top logprobs when a lower bound (an API): a baseline fitted with one kind is refused for the other
     entropy_k: int | None = None
+    # output baselines of a model's own generations: the whole-stream early-abort rule calibrated on generations
+    # apart from the fitting ones (stream_calibration.py); None: streams fall back to Bonferroni over checkpoints
+    stream: StreamCalibration | None = None
     checksum: str = ""
 
     @property
@@ -72,8 +76,9 @@ class Baseline(BaseModel):
 
     def _digest(self) -> str:
         body = self.model_dump(mode="json", exclude={"checksum"})
-        if body.get("entropy_k") is None:  # files written before the field existed keep their checksum
-            body.pop("entropy_k", None)
+        for optional in ("entropy_k", "stream"):  # files written before the field existed keep their checksum
+            if body.get(optional) is None:
+                body.pop(optional, None)
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def check_scorer(self, scorer: ScorerInfo, where: str = "baseline") -> None:

@@ -19,10 +19,11 @@ __all__ = ["check_output"]
 
 
 async def check_output(guard: Guard, messages: Sequence[Message | Mapping[str, Any]], output: str | Mapping[str, Any],
-                       *, temperature: float = 0.0) -> SideDecision:
+                       *, temperature: float = 0.0, tools: Sequence[Mapping[str, Any]] | None = None) -> SideDecision:
     """Judge an output the caller already has -- an agent's planned answer, or a tool call (an OpenAI
     ``tool_calls`` entry or an assistant message with them: judged on the arguments) -- as the reply to
-    ``messages``, without generating anything.  Teacher-forced by the scorer of the output side; a serving
+    ``messages``, without generating anything; with ``tools`` (the tools the agent may call) a tool call is also
+    checked against them when the policy says ``invalid_tool_call``.  Teacher-forced by the scorer of the output side; a serving
     backend that cannot score a given text makes the verdict unscorable (the policy's fail mode)."""
     if "output" not in guard._judge_by:
         raise ConfigError(f"policy {guard.policy.name} does not check outputs")
@@ -45,5 +46,5 @@ async def check_output(guard: Guard, messages: Sequence[Message | Mapping[str, A
                 gen.output = await scorer.score_reply([m.model_dump() for m in msgs], judged)  # type: ignore[attr-defined]
             except (BackendError, InputError):
                 pass  # no tokens: judged unscorable below
-    return await guard._judge_output(msgs, gen, temperature)
+    return await guard._judge_output(msgs, gen, temperature, tools)
 

@@ -37,6 +37,9 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
     if "output" in baselines and o is not None:
         lines.append(f"Output: the answer is judged by its baseline. Tiers: {_tiers(o, baselines['output'], routed.get('output'))}.")
         lines.append(f"  An unscorable answer fails {o.unscorable}; a missing signal fails {o.missing_signal}.")
+        if o.invalid_tool_call is not None:
+            lines.append(f"  Tool calls are checked against the tools offered (name, JSON arguments, parameters "
+                         f"schema); an invalid one: {o.invalid_tool_call}.")
         if any(t.action == "regenerate" for t in o.tiers):
             r = policy.regenerate
             rungs = ", ".join(
@@ -44,6 +47,22 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
                 for rung in r.ladder)
             lines.append(f"Regenerate: up to {r.max_attempts} retries, rungs {rungs} (the last repeats), seeds from "
                          f"the request id and attempt; when they or the budget run out: {r.on_exhausted}.")
+        st = policy.stream
+        if st.enabled:
+            from ..baselines.registry import regimes
+
+            # the serving model's own output is judged by the nearest regime's baseline when there are regimes
+            own = regimes(o.baseline) if "output" not in routed else []
+            cal = (own[0] if own else baselines["output"]).stream if "output" not in routed else None
+            lines.append(
+                f"Streams: tokens are held back until a checkpoint passed; a normal answer is cut with probability "
+                f"{'at most' if cal is not None and cal.threshold(st.abort_p) is not None else 'about'} "
+                f"{st.abort_p:g} over its whole stream ("
+                + (f"calibrated on {cal.n} of the model's own generations{' per sampling regime' if own else ''}, "
+                   f"a checkpoint every {cal.check_every} "
+                   f"tokens, up to {cal.calibrated_length} tokens)" if cal is not None and cal.threshold(st.abort_p)
+                   is not None else f"Bonferroni over checkpoints every {st.check_every} tokens)")
+                + "; judged by the serving model's own logprobs only (an embedded scorer judges at the end).")
     else:
         lines.append("Output: not checked.")
     b = policy.budget

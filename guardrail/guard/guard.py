@@ -32,7 +32,7 @@ from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
 from .result import GuardResult
 from .review import InMemoryReviewQueue, ReviewQueue
 from .routing import routed_sides
-from .sides import cancel_task, check_tiers, judged_text, messages_of, n_output, resolve_baselines
+from .sides import cancel_task, check_calls, check_tiers, judged_text, messages_of, n_output, resolve_baselines
 from .streaming import StreamEvent, stream_chat
 
 __all__ = ["Guard", "derive_seed", "resolve_baselines"]
@@ -195,10 +195,11 @@ class Guard:
         return stream_chat(self, messages, **kw)
 
     async def check_output(self, messages: Sequence[Message | Mapping[str, Any]], output: str | Mapping[str, Any],
-                           *, temperature: float = 0.0) -> SideDecision:
+                           *, temperature: float = 0.0,
+                           tools: Sequence[Mapping[str, Any]] | None = None) -> SideDecision:
         """Judge an output the caller already has (an agent's planned answer or tool call) as the reply to
         ``messages``, without generating anything (see guard/check.py)."""
-        return await check_output(self, messages, output, temperature=temperature)
+        return await check_output(self, messages, output, temperature=temperature, tools=tools)
 
     async def screen_messages(self, messages: Sequence[Message | Mapping[str, Any]]) -> SideDecision:
         """The prompt side alone: each message whose role the policy screens, judged (cached by content hash),
@@ -288,7 +289,7 @@ class Guard:
             for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
                 setattr(report.usage, k, getattr(report.usage, k) + getattr(usage, k))
             t = self._clock()
-            decision = (await self._judge_output(req_msgs, gen, sampling.temperature)
+            decision = (await self._judge_output(req_msgs, gen, sampling.temperature, req.extra.get("tools"))
                         if "output" in self._judge_by else None)
             score_ms = (self._clock() - t) * 1e3
             action = decision.action if decision is not None else "allow"
@@ -366,7 +367,8 @@ class Guard:
         return b, {"baseline": b.id, "fitted_temperature": t, "requested_temperature": temperature,
                    "distance": round(abs(t - temperature), 6)}
 
-    async def _judge_output(self, msgs: list[Message], gen: Generation, temperature: float) -> SideDecision:
+    async def _judge_output(self, msgs: list[Message], gen: Generation, temperature: float,
+                            tools: Sequence[Any] | None = None) -> SideDecision:
         rules: SideRules = self.policy.output  # type: ignore[assignment]
         kind, scorer = self._judge_by["output"]
         text = judged_text(gen)
@@ -391,7 +393,7 @@ class Guard:
         v.route = route
         d = decide_side("output", rules, [v])
         d.regime = regime
-        return d
+        return check_calls(d, rules, gen, tools)
 
     def _remember(self, key: tuple[str, str, str], v: Verdict) -> None:
         self._cache[key] = v

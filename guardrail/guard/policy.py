@@ -56,6 +56,9 @@ class SideRules(_Strict):
     tiers: list[Tier] = Field(min_length=1)
     unscorable: FailMode = "open"  # no logprobs for this side: open = allow it, closed = its most severe tier
     missing_signal: FailMode = "open"  # a signal without a value: open = decide on the others, closed = most severe
+    invalid_tool_call: Action | None = Field(None, description="output side: what a tool call that names a tool "
+                                             "not offered, or whose arguments are not a JSON object satisfying the "
+                                             "tool's parameters schema, leads to (None: not checked)")
     concurrent: bool = Field(True, description="prompt side, a backend other than the scorer: generate while the "
                              "prompt is screened (nothing is released before it passes; a rejection cancels it)")
 
@@ -121,14 +124,17 @@ class ReviewRules(_Strict):
 
 
 class StreamRules(_Strict):
-    """Streaming responses: the growing output is assessed every ``check_every`` tokens and nothing is released
-    before it passed; a checkpoint whose tail statistic is <= abort_p / (number of checkpoints the request can
-    have) ends the stream (``finish_reason: content_filter``) and cancels the backend request.  The division is
-    Bonferroni's: summed over a stream's checkpoints, the chance that a normal generation is cut stays near
-    ``abort_p`` (measured: docs/proxy.md)."""
+    """Streaming responses: the growing output is assessed at checkpoints and nothing is released before it
+    passed; a checkpoint past the whole-stream threshold ends the stream (``finish_reason: content_filter``) and
+    cancels the backend request.  With an output baseline that carries a whole-stream calibration (the shipped
+    own-generation ones do) the threshold is its cut-off for ``abort_p`` and its check interval is used: the
+    chance that a normal generation is cut anywhere in its stream is at most ``abort_p`` within the calibrated
+    length.  Otherwise every ``check_every`` tokens against ``abort_p`` / (checkpoints the request can have),
+    Bonferroni (measured: docs/proxy.md)."""
 
     enabled: bool = True
-    check_every: int = Field(16, ge=1, le=512, description="tokens between checkpoints (and the most held back)")
+    check_every: int = Field(16, ge=1, le=512, description="tokens between checkpoints (and the most held back) "
+                             "when the baseline has no stream calibration (a calibrated one brings its own)")
     abort_p: float = Field(0.01, gt=0.0, lt=1.0, description="false-abort budget of a whole stream")
 
 
@@ -151,6 +157,8 @@ class Policy(_Strict):
     def _sides(self) -> Policy:
         if self.prompt is not None and any(t.action == "regenerate" for t in self.prompt.tiers):
             raise ValueError("prompt.tiers: 'regenerate' acts on outputs only (a prompt cannot be regenerated)")
+        if self.prompt is not None and self.prompt.invalid_tool_call is not None:
+            raise ValueError("prompt.invalid_tool_call: tool calls are checked on the output side only")
         if not any(s is not None and s.enabled for s in (self.prompt, self.output)):
             raise ValueError("the policy checks no side: enable prompt or output")
         return self

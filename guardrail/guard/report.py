@@ -38,6 +38,7 @@ class SideDecision(BaseModel):
     # output side, the serving model's own generation: the own-generation baseline of the nearest sampling regime
     # ({"baseline", "fitted_temperature", "requested_temperature", "distance"}); None: the policy's baseline
     regime: dict[str, Any] | None = None
+    tool_call_problems: list[str] = Field(default_factory=list)  # the answer's tool calls, checked (policy)
 
 
 class Sampling(BaseModel):
@@ -80,10 +81,15 @@ class StreamInfo(BaseModel):
 
     check_every: int
     abort_p: float  # the whole stream's false-abort budget
-    threshold: float  # per checkpoint: abort_p / planned checkpoints, compared with tail_p
+    # "calibrated": the baseline's whole-stream calibration (threshold = its cut-off for abort_p, n generations);
+    # "bonferroni": none for this budget (threshold = abort_p / planned checkpoints)
+    method: Literal["calibrated", "bonferroni"] = "bonferroni"
+    calibration_n: int | None = None
+    threshold: float  # compared with each checkpoint's tail_p
     planned_checkpoints: int
-    calibrated_length: int | None = None  # longest output the baseline was fitted on (tokens)
-    beyond_calibrated: bool = False  # the stream ran past it
+    calibrated_length: int | None = None  # longest output calibrated (tokens)
+    beyond_calibrated: bool = False  # the stream ran past it (calibrated: checkpoints then judge the last
+    # calibrated_length tokens; the guarantee covers the calibrated length only)
     checkpoints: list[Checkpoint] = Field(default_factory=list)
     aborted_at: int | None = None  # output tokens generated when cut
     released_tokens: int = 0  # tokens the client received

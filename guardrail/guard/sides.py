@@ -14,9 +14,11 @@ from ..baselines.model import Baseline, BaselineError
 from ..baselines.registry import resolve
 from ..errors import ConfigError, InputError
 from ..types import Generation
-from .policy import Policy
+from .policy import SEVERITY, Policy, SideRules
+from .report import SideDecision
+from .tool_calls import tool_call_problems
 
-__all__ = ["cancel_task", "check_tiers", "judged_text", "messages_of", "n_output", "resolve_baselines"]
+__all__ = ["cancel_task", "check_calls", "check_tiers", "judged_text", "messages_of", "n_output", "resolve_baselines"]
 
 
 def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = None) -> dict[str, Baseline]:
@@ -92,3 +94,18 @@ def judged_text(gen: Generation) -> str:
     args = [c.get("function", {}).get("arguments") for c in calls if isinstance(c, dict)]
     return "\n".join(a for a in args if isinstance(a, str))
 
+
+
+def check_calls(d: SideDecision, rules: SideRules, gen: Generation, tools: Sequence[Any] | None) -> SideDecision:
+    """The output decision with the answer's tool calls checked, when the policy asks (``invalid_tool_call``):
+    a problem takes that action if it is more severe than the verdict's."""
+    calls = gen.message_extra.get("tool_calls") or []
+    if rules.invalid_tool_call is None or not calls:
+        return d
+    problems = tool_call_problems(calls, tools)
+    if problems:
+        d.tool_call_problems = problems
+        if SEVERITY[rules.invalid_tool_call] > SEVERITY[d.action]:
+            d.action = rules.invalid_tool_call
+        d.reason += f"; invalid tool call ({problems[0]}{f' and {len(problems) - 1} more' if len(problems) > 1 else ''}): {rules.invalid_tool_call}"
+    return d

@@ -2,11 +2,12 @@
 against the output baseline, and the whole-stream abort rule.
 
 Checking a growing output at every checkpoint is repeated testing: a per-checkpoint test at alpha would cut far
-more than alpha of normal streams.  The rule here is Bonferroni's: with m checkpoints planned for the request
-(``ceil(max_tokens / k)``), a checkpoint aborts when its tail statistic is <= ``abort_p / m``, so summed over
-the stream the false-abort chance stays near ``abort_p``.  The tail statistic is the conformal p-value made
-continuous below its resolution (a ranking there, not a guarantee), which is why the realised false-abort rate
-on held-back normal generations is measured (scripts/stream_abort_eval.py) rather than assumed.
+more than alpha of normal streams.  When the baseline carries a whole-stream calibration
+(guardrail.baselines.stream_calibration) for the budget ``abort_p``, a checkpoint aborts when its tail statistic
+is at most the calibrated cut-off: P(a normal generation is cut anywhere within the calibrated length) <=
+abort_p, at the baseline's check interval (which then overrides the policy's).  Without one, the rule is
+Bonferroni's: with m checkpoints planned for the request (``ceil(max_tokens / k)``), a checkpoint aborts when its
+tail statistic is <= ``abort_p / m`` (conservative; measured by scripts/stream_abort_eval.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import math
 
 from ..baselines.model import Baseline
-from ..baselines.stream_state import StreamState
+from ..baselines.stream_calibration import CheckpointFeatures
 from ..types import Token
 from .policy import StreamRules
 from .report import Checkpoint, StreamInfo
@@ -25,23 +26,31 @@ __all__ = ["StreamAssessor"]
 class StreamAssessor:
     def __init__(self, baseline: Baseline, rules: StreamRules, max_tokens: int) -> None:
         self.baseline, self.rules = baseline, rules
-        self.state = StreamState(baseline.widths)
-        m = max(1, math.ceil(max_tokens / rules.check_every))
-        cal = baseline.unit.get("max_tokens")
-        self.info = StreamInfo(check_every=rules.check_every, abort_p=rules.abort_p, threshold=rules.abort_p / m,
-                               planned_checkpoints=m, calibrated_length=int(cal) if cal else None)
-        self.n = 0
+        cal = baseline.stream
+        cut = cal.threshold(rules.abort_p) if cal is not None else None
+        if cal is not None and cut is not None:
+            k, window = cal.check_every, cal.calibrated_length
+            m = max(1, math.ceil(max_tokens / k))
+            self.info = StreamInfo(check_every=k, abort_p=rules.abort_p, method="calibrated", calibration_n=cal.n,
+                                   threshold=cut, planned_checkpoints=m, calibrated_length=window)
+        else:
+            k, window = rules.check_every, None
+            m = max(1, math.ceil(max_tokens / k))
+            fitted = baseline.unit.get("max_tokens")
+            self.info = StreamInfo(check_every=k, abort_p=rules.abort_p, threshold=rules.abort_p / m,
+                                   planned_checkpoints=m, calibrated_length=int(fitted) if fitted else None)
+        self.points = CheckpointFeatures(baseline.widths, baseline.entropy_k, k, window)
+
+    @property
+    def n(self) -> int:
+        return self.points.n
 
     def push(self, token: Token) -> Checkpoint | None:
         """Feed one output token; every ``check_every`` tokens, the checkpoint (recorded in ``info``)."""
-        self.state.push(token)
-        self.n += 1
-        return self.check() if self.n % self.rules.check_every == 0 else None
+        feats = self.points.push(token)
+        return self._check(feats) if feats is not None else None
 
-    def check(self) -> Checkpoint | None:
-        feats = self.state.features(self.baseline.entropy_k)
-        if feats is None:
-            return None
+    def _check(self, feats: dict[str, float]) -> Checkpoint:
         a = self.baseline.assess(feats, self.rules.abort_p)
         cp = Checkpoint(tokens=self.n, p_value=a.p_value, tail_p=a.tail_p, top_signal=a.top_signal,
                         abort=a.tail_p <= self.info.threshold)

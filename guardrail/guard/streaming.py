@@ -210,7 +210,8 @@ async def stream_chat(
                    f"(stream budget {pol.stream.abort_p:g} over {assessor.info.planned_checkpoints} checkpoints; "
                    f"top signal {cp.top_signal})")
     else:
-        decision = await guard._judge_output(msgs, gen, sampling.temperature) if kind is not None else None
+        decision = (await guard._judge_output(msgs, gen, sampling.temperature, req.extra.get("tools"))
+                    if kind is not None else None)
         out_action = decision.action if decision is not None else "allow"
         if out_action == "regenerate" and not pol.shadow:
             out_action = pol.regenerate.on_exhausted

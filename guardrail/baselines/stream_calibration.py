@@ -1,0 +1,102 @@
+"""Whole-stream calibration of the early-abort rule (pure numpy/python, no I/O).
+
+A stream is checked every ``k`` tokens; each check is a test, and testing a growing output at alpha at every
+checkpoint cuts far more than alpha of normal streams.  The calibrated rule controls the chance of a false abort
+*anywhere* in a stream directly: for each calibration generation (the serving model's own normal generations,
+apart from those the baseline's references were fitted on; loops kept out) the smallest tail statistic over its
+checkpoints is recorded; a new stream is cut at the first checkpoint whose tail statistic is at most the
+``floor(alpha (n + 1))``-th smallest of those minima.  For a normal generation exchangeable with the calibration
+ones, the chance that its smallest checkpoint statistic falls that low is at most alpha (the split-conformal
+argument applied to the stream's minimum): P(false abort within the calibrated length) <= alpha, with no
+Bonferroni division.
+
+The guarantee covers streams up to the calibrated length (the calibration generations' ``max_tokens``).  Past it,
+each checkpoint is assessed on the last ``calibrated_length`` tokens (a window of the calibrated length, so the
+statistic keeps the distribution it was calibrated on) and the report says the stream went beyond.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..types import Token
+from .stream_state import StreamState
+
+__all__ = ["CheckpointFeatures", "StreamCalibration", "calibrate_stream", "stream_minimum"]
+
+
+class StreamCalibration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    check_every: int = Field(ge=1)  # tokens between checkpoints (the rule holds for this k only)
+    calibrated_length: int = Field(ge=1)  # the calibration generations' max_tokens
+    n: int  # calibration generations
+    minima: list[float]  # each one's smallest checkpoint tail statistic, ascending
+    temperatures: list[float] = Field(default_factory=list)  # sampling temperatures of the calibration generations
+    notes: list[str] = Field(default_factory=list)
+
+    def threshold(self, alpha: float) -> float | None:
+        """The cut-off for a whole-stream false-abort budget ``alpha``; None when alpha is below the resolution
+        ``1 / (n + 1)`` (no threshold can promise it)."""
+        k = math.floor(alpha * (self.n + 1) + 1e-9)
+        return self.minima[k - 1] if k >= 1 else None
+
+    @property
+    def resolution(self) -> float:
+        return 1.0 / (self.n + 1)
+
+
+class CheckpointFeatures:
+    """Tokens in, the feature vector at every ``check_every``-th token out: of the whole prefix up to ``window``
+    tokens, of the last ``window`` tokens past it (``window`` None: always the prefix).  The assessor and the
+    calibration both read checkpoints through this class, so they compute the same statistic."""
+
+    def __init__(self, widths: Sequence[int], entropy_k: int | None, check_every: int, window: int | None) -> None:
+        self.widths, self.entropy_k, self.k, self.window = tuple(widths), entropy_k, check_every, window
+        self.state = StreamState(self.widths)
+        self._last: deque[Token] | None = deque(maxlen=window) if window else None
+        self.n = 0
+
+    @property
+    def beyond(self) -> bool:
+        return self.window is not None and self.n > self.window
+
+    def push(self, token: Token) -> dict[str, float] | None:
+        self.state.push(token)
+        self.n += 1
+        if self._last is not None:
+            self._last.append(token)
+        if self.n % self.k:
+            return None
+        if not self.beyond:
+            return self.state.features(self.entropy_k)
+        s = StreamState(self.widths)
+        s.extend(self._last)  # type: ignore[arg-type]
+        return s.features(self.entropy_k)
+
+
+def stream_minimum(baseline, tokens: Iterable[Token], check_every: int, window: int | None) -> float:
+    """The smallest tail statistic over a stream's checkpoints (1.0 when it has none)."""
+    cf = CheckpointFeatures(baseline.widths, baseline.entropy_k, check_every, window)
+    low = 1.0
+    for t in tokens:
+        f = cf.push(t)
+        if f is not None:
+            low = min(low, baseline.assess(f, max(baseline.target_alphas)).tail_p)
+    return low
+
+
+def calibrate_stream(baseline, generations: Sequence[Sequence[Token]], *, check_every: int, length: int,
+                     temperatures: Sequence[float] = (), notes: Sequence[str] = ()) -> StreamCalibration:
+    """The calibration of ``baseline``'s whole-stream abort rule on normal generations of at most ``length``
+    tokens (apart from the ones its references were fitted on)."""
+    if not generations:
+        raise ValueError("stream calibration needs generations")
+    minima = sorted(stream_minimum(baseline, list(g)[:length], check_every, length) for g in generations)
+    return StreamCalibration(check_every=check_every, calibrated_length=length, n=len(minima),
+                             minima=[float(m) for m in minima], temperatures=sorted(set(temperatures)),
+                             notes=list(notes))
