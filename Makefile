@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-core
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run demo test test-fast test-vllm bench baselines eval lint install clean vllm-env litellm-proxy-env
+.PHONY: run demo test test-fast test-vllm bench baselines own-baselines eval lint install clean vllm-env litellm-proxy-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,15 @@ baselines: install
 	$(BIN)/python scripts/fit_output_baseline.py
 	$(BIN)/python scripts/fit_eval_reference.py
 	$(BIN)/python scripts/baselines_table.py
+
+# The own-generation output baselines (general~t0, general~t07) and their whole-stream calibration: the embedded
+# model's generations (stored in ~/.cache/guardrail/generations.jsonl; ~1.5 h on 2 cores from scratch).
+own-baselines: install
+	$(BIN)/python scripts/generate_outputs.py --temperatures 0,0.7 --per-temperature 150 --max-tokens 80
+	$(BIN)/python scripts/generate_outputs.py --temperatures 0,0.7 --per-temperature 60 --max-tokens 80 --split test
+	$(BIN)/python scripts/fit_generation_baselines.py
+	$(BIN)/python scripts/stream_generations.py --calib 250 --test 300 --salad 60
+	$(BIN)/python scripts/fit_stream_calibration.py
 
 # The evaluation figures of docs/evaluation.md on the development set (../shared/data): JSON documents and PNG plots in
 # eval/ (~1 h on 2 cores with a cold score cache, seconds with a warm one).

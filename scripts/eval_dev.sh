@@ -24,9 +24,18 @@ $G eval outputs --data $O/degenerate_candidates.jsonl $O/reference_outputs.jsonl
 $G eval outputs --data $O/halueval_general.jsonl --text-field chatgpt_response --context-field user_query \
   --label-field hallucination --positive-labels yes --negative-labels no --limit 400 \
   --plots "$OUT/halueval" --json > "$OUT/outputs_halueval.json"
-# the Guard on the real embedded model: whole-stream early abort (docs/proxy.md) and the regenerate -> reject
+# the Guard on the real embedded model: whole-stream early abort on held-back prompts (docs/proxy.md; the
+# generations are stored, scripts/stream_generations.py makes them all at once) and the regenerate -> reject
 # ladder over 240 requests under the default policy (docs/guard.md)
-.venv/bin/python scripts/stream_abort_eval.py --out "$OUT/stream_abort.json"
+CHAT="data/prompts/alpacaeval.jsonl data/prompts/alpaca_inputs.jsonl data/prompts/self_instruct.jsonl"
+CHAT="$CHAT data/prompts/certified_safe.jsonl data/prompts/banking77.jsonl data/prompts/sgd_customer.jsonl"
+mkdir -p "$OUT/stream"
+for A in 0.01 0.05; do
+  $G eval stream $(printf -- '--data %s ' $CHAT) --split test --temperatures 0,0.7 --limit 300 --max-tokens 80 \
+    --alpha $A --json > "$OUT/stream/normal_$A.json"
+  $G eval stream $(printf -- '--data %s ' $CHAT) --split test --temperatures 1.8 --limit 60 --max-tokens 80 \
+    --alpha $A --json > "$OUT/stream/salad_$A.json"
+done
 .venv/bin/python scripts/ladder_eval.py --out "$OUT/ladder.json"
 # calibration per domain (held-back documents)
 $G eval calibration --data $DATA/domains/*.jsonl --limit 300 --plots "$OUT/calibration" --json > "$OUT/calibration.json"

@@ -8,6 +8,7 @@ and, as positives, the loop rate flagged.  Writes guardrail/data/baselines/gener
 eval/generations/fit.json.
 
     python scripts/fit_generation_baselines.py
+    python scripts/fit_stream_calibration.py    # then: the rewritten files lose their stream calibration
 """
 
 from __future__ import annotations

@@ -58,6 +58,14 @@ def main() -> None:
                                         "threshold": {f"{a:g}": cal.threshold(a) for a in (0.01, 0.05)},
                                         "resolution": cal.resolution}
         print(name, json.dumps(summary["regimes"][f"{t:g}"]), flush=True)
+    # eval/generations/fit.json names the regime baselines by id: the calibration changed their content
+    fit_path = ROOT / "eval" / "generations" / "fit.json"
+    if fit_path.exists():
+        fit = json.loads(fit_path.read_text())
+        for key, reg in summary["regimes"].items():
+            if key in fit.get("regimes", {}):
+                fit["regimes"][key]["baseline"] = reg["baseline"]
+        fit_path.write_text(json.dumps(fit, indent=1) + "\n")
     out = ROOT / "eval" / "stream" / "calibration.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1) + "\n")

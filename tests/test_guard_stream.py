@@ -60,12 +60,16 @@ def test_typical_stream_is_released_checkpoint_by_checkpoint_then_allowed():
     end = out[-1]
     assert isinstance(out[0], StreamStart) and out[0].report.prompt.action == "allow"
     assert isinstance(end, StreamEnd) and not end.aborted and end.streamed
-    assert [len(d.tokens) for d in deltas] == [16, 16, 16, 16, 6]  # held back until assessed; the tail at the end
+    # the shipped regime baselines carry a whole-stream calibration: its interval (8) and cut-off are used
+    assert [len(d.tokens) for d in deltas] == [8] * 8 + [6]  # held back until assessed; the tail at the end
     assert "".join(d.text for d in deltas) == seg.text
     r = end.result.report
     assert r.action in ("allow", "annotate") and end.finish_reason == "stop"
-    assert r.stream is not None and [c.tokens for c in r.stream.checkpoints] == [16, 32, 48, 64]
-    assert r.stream.planned_checkpoints == 5 and r.stream.threshold == 0.01 / 5
+    assert r.stream is not None and [c.tokens for c in r.stream.checkpoints] == list(range(8, 65, 8))
+    cal = guard.regimes[-1].stream
+    assert r.stream.method == "calibrated" and r.stream.check_every == cal.check_every == 8
+    assert r.stream.threshold == cal.threshold(0.01) and r.stream.calibration_n == cal.n
+    assert r.stream.planned_checkpoints == 10 and not r.stream.beyond_calibrated
     assert r.stream.released_tokens == 70 and r.stream.aborted_at is None
     assert r.attempts[0].output.regime["fitted_temperature"] == 0.7
     assert r.usage.completion_tokens == 70 and r.usage.prompt_tokens == 12
@@ -105,6 +109,23 @@ def test_shadow_stream_reports_the_would_be_cut_and_delivers_everything():
     assert end.result.report.stream.aborted_at is not None  # where it would have been cut
     assert "".join(e.text for e in out if isinstance(e, StreamDelta)) == seg.text
     assert be.streams == [(120, True)]
+
+
+def test_without_a_stream_calibration_the_policy_interval_and_bonferroni_apply():
+    from guard_helpers import embedded_scorer
+
+    from guardrail.backends.scripted import ScriptedBackend
+    from guardrail.baselines.registry import regimes
+
+    seg = typical(70)
+    be = ScriptedBackend([benign(), events(seg)], scorer=embedded_scorer())
+    plain = [b.model_copy(update={"stream": None}) for b in regimes("general")]
+    guard = Guard(load_policy("default"), be, output_regimes=plain)
+    out = collect(guard, max_tokens=80)
+    deltas = [e for e in out if isinstance(e, StreamDelta)]
+    assert [len(d.tokens) for d in deltas] == [16, 16, 16, 16, 6]
+    info = out[-1].result.report.stream
+    assert info.method == "bonferroni" and info.planned_checkpoints == 5 and info.threshold == 0.01 / 5
 
 
 def test_a_stream_without_checkpoints_passes_through_and_is_judged_at_the_end():

@@ -305,7 +305,8 @@ def test_stream_releases_assessed_text_then_the_report_then_done():
             chunks = ev[:-1]
             assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
             content = [ch for ch in chunks if ch["choices"] and ch["choices"][0]["delta"].get("content")]
-            assert [len(ch["choices"][0]["logprobs"]["content"]) for ch in content] == [16, 9]
+            # the shipped regime baseline's calibrated interval (8 tokens) sets the checkpoints
+            assert [len(ch["choices"][0]["logprobs"]["content"]) for ch in content] == [8, 8, 8, 1]
             assert "".join(ch["choices"][0]["delta"]["content"] for ch in content) == seg.text
             fin = [ch for ch in chunks if ch["choices"] and ch["choices"][0]["finish_reason"]]
             assert len(fin) == 1 and fin[0]["choices"][0]["finish_reason"] == "stop"
@@ -313,7 +314,8 @@ def test_stream_releases_assessed_text_then_the_report_then_done():
             assert last["choices"] == [] and last["usage"]["completion_tokens"] == 25
             g = last["guardrail"]
             assert g["action"] in ("allow", "annotate") and g["stream"]["released_tokens"] == 25
-            assert [cp["tokens"] for cp in g["stream"]["checkpoints"]] == [16]
+            assert [cp["tokens"] for cp in g["stream"]["checkpoints"]] == [8, 16, 24]
+            assert g["stream"]["method"] == "calibrated"
             assert be.streams == [(25, True)]
             assert app.state.guardrail.models[MODEL].admission.in_flight == 0
     run(go())
@@ -362,7 +364,7 @@ def test_backend_fault_mid_stream_ends_with_an_error_event_not_a_500():
             ev = sse_events(r.text)
             assert ev[-1] == "[DONE]" and "error" in ev[-2] and "connection reset" in ev[-2]["error"]["message"]
             text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in ev[:-2] if ch.get("choices"))
-            assert len(text.split()) == 16  # what passed the first checkpoint, nothing unassessed
+            assert len(text.split()) == 16  # what passed the checkpoints (every 8 tokens), nothing unassessed
             assert app.state.guardrail.models[MODEL].admission.in_flight == 0
     run(go())
 
