@@ -50,6 +50,7 @@ def free_port() -> int:
     return p
 
 
+LITELLM_KEY = "sk-bench-" + os.urandom(16).hex()  # LiteLLM refuses to start without a master key
 LITELLM = Path(os.environ.get("GUARDRAIL_LITELLM_PROXY", ROOT / ".venv-litellm-proxy" / "bin" / "litellm"))
 
 
@@ -125,10 +126,10 @@ def cpu_s(pid: int) -> float:
 BODY = {"model": "fake", "max_tokens": 40, "messages": [{"role": "user", "content": "Tell me about rivers."}]}
 
 
-async def measure(url: str, pid: int | None) -> dict:
+async def measure(url: str, pid: int | None, headers: dict | None = None) -> dict:
     out: dict = {}
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as c:
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as c:
         for _ in range(30):  # warm-up
             (await c.post(url, json=BODY)).raise_for_status()
         lat = []
@@ -216,7 +217,8 @@ def main() -> None:
                 "model": "openai/fake", "api_base": fake, "api_key": "sk-none"}}]}))
             lite = start(["--config", str(tmp / "litellm.yaml"), "--host", "127.0.0.1", "--port", str(mp),
                           "--num_workers", "1"], f"http://127.0.0.1:{mp}/", timeout=300, exe=str(LITELLM),
-                         env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"})
+                         env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                              "LITELLM_MASTER_KEY": LITELLM_KEY})
             procs.append(lite)
             _wait_ok(f"http://127.0.0.1:{mp}/health/liveliness", lite)
             targets.append(("litellm", f"http://127.0.0.1:{mp}/v1", lite.pid))
@@ -226,7 +228,8 @@ def main() -> None:
         else:
             res["litellm_skipped"] = f"{LITELLM} not found (make litellm-proxy-env)"
         for name, url, pid in targets:
-            res["targets"][name] = asyncio.run(measure(url + "/chat/completions", pid))
+            auth = {"authorization": f"Bearer {LITELLM_KEY}"} if name == "litellm" else None
+            res["targets"][name] = asyncio.run(measure(url + "/chat/completions", pid, auth))
             print(name, res["targets"][name], flush=True)
         t = res["targets"]
         r = httpx.post(f"http://127.0.0.1:{gp}/v1/chat/completions", json=BODY).json()["guardrail"]
