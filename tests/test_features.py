@@ -121,3 +121,32 @@ def test_cusum_stretch_covers_a_suffix_and_skips_missing_tokens():
     nll = np.array([1.0, np.nan, 1.0, 2.0, 9.0, np.nan, 8.0, 9.5, 1.0, 1.0])
     assert cusum_stretch(nll, np.ones(10), 2.2) == (4, 8)
     assert cusum_stretch(np.full(5, np.nan), np.ones(5), 2.2) is None
+
+
+def _naive_lag(ids, max_lag=16, window=32):
+    best = 0
+    for p in range(1, max_lag + 1):
+        hits = [i for i in range(p, len(ids)) if ids[i] == ids[i - p]]
+        for end in range(p, len(ids)):  # windows of `window` positions (of those that have a lag-p partner)
+            lo = max(p, end - window + 1)
+            best = max(best, sum(1 for i in hits if lo <= i <= end))
+    return best
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=70))
+def test_lag_repeat_matches_naive(ids):
+    from guardrail.baselines.features import lag_repeat
+
+    assert lag_repeat(np.array(ids, dtype=np.int64)) == _naive_lag(ids)
+
+
+def test_lag_repeat_sees_a_loop_with_a_changing_counter():
+    from guardrail.baselines.features import lag_repeat
+
+    loop = []
+    for n in range(12):  # '1. "The",\n 2. "The",\n ...': period 6, one token changes every cycle
+        loop += [100 + n, 1, 2, 3, 4, 5]
+    assert lag_repeat(np.array(loop)) >= 26  # 5 of every 6 positions match at lag 6
+    assert lag_repeat(np.arange(80)) == 0
+    assert FEATURE_TAILS["lag_repeat"] == "high"

@@ -22,6 +22,9 @@ Signals are what baselines calibrate; each has the tail(s) that make it suspicio
                            an optimised suffix reaches, and no length normalisation is needed
 ``same_run``       high    how far the longest run of identical consecutive tokens goes beyond 4 (never beyond 4
                            in 7,500 benign prompts of 11 sources; a ``!`` filler runs 25 long): 0 for ordinary text
+``lag_repeat``     high    the most positions, within any 32 consecutive tokens, at which a token equals the token
+                           exactly p before it, over lags p = 1..16: a periodic stretch (a loop, even one with a
+                           changing counter) scores near 32, ordinary text 1-8
 
 Repetition signals compare tokens by their bytes, which every backend returns (an OpenAI-compatible server gives
 token text, not ids), so they mean the same through vLLM, llama.cpp servers and the embedded scorer.
@@ -40,20 +43,21 @@ import numpy as np
 from ..scoring import TokenArrays, _cumsum, _means
 from ..types import Segment
 
-__all__ = ["FEATURE_TAILS", "Tail", "cusum_stretch", "feature_names", "features", "repeat_run", "surprise_cusum", "token_keys"]
+__all__ = ["FEATURE_TAILS", "Tail", "cusum_stretch", "feature_names", "features", "lag_repeat", "repeat_run", "surprise_cusum", "token_keys"]
 
 Tail = Literal["high", "low", "both"]
 
 FEATURE_TAILS: dict[str, Tail] = {
     "whole_nll": "both", "bits_per_byte": "both", "mean_entropy": "both", "distinct": "low",
     "spike_frac": "high", "excluded_frac": "high", "repeat_run": "high",
-    "surprise_cusum": "high", "excess_cusum": "high", "same_run": "high",
+    "surprise_cusum": "high", "excess_cusum": "high", "same_run": "high", "lag_repeat": "high",
 }
 CUSUM_DRIFT = 1.0  # nats subtracted per token: above the benign mean excess (~0.7 nats), so a normal text drifts down
 EXCESS_DRIFT = 2.2  # nats: benign mean excess 0.73 + 0.5 x its sd 2.93 (dev benign tokens; the CPD comparator's k=0.5)
 SAME_RUN_FREE = 4  # identical consecutive tokens tolerated before same_run counts
 
 REPEAT_PERIOD = 4
+LAG_MAX, LAG_WINDOW = 16, 32  # lag_repeat: lags 1..16, windows of 32 positions
 
 
 def feature_names(widths: Sequence[int]) -> list[str]:
@@ -83,6 +87,18 @@ def repeat_run(ids: np.ndarray, period: int = REPEAT_PERIOD) -> int:
     # run lengths of True: positions where a run starts / ends
     edges = np.flatnonzero(np.diff(np.concatenate(([0], hit.view(np.int8), [0]))))
     return int((edges[1::2] - edges[::2]).max())
+
+
+def lag_repeat(keys: np.ndarray, max_lag: int = LAG_MAX, window: int = LAG_WINDOW) -> int:
+    """max over lags p <= max_lag and windows of ``window`` consecutive positions of the number of positions i in
+    the window with keys[i] == keys[i - p] (a text shorter than the window: all its positions)."""
+    n = int(keys.shape[0])
+    best = 0
+    for p in range(1, min(max_lag, n - 1) + 1):
+        c = np.concatenate(([0], np.cumsum(keys[p:] == keys[:-p])))
+        w = min(window, c.shape[0] - 1)
+        best = max(best, int((c[w:] - c[:-w]).max()))
+    return best
 
 
 def token_keys(seg: Segment) -> np.ndarray:
@@ -153,6 +169,7 @@ def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
         repeat_run=float(repeat_run(keys)),
         excess_cusum=surprise_cusum(a.nll, a.entropy, EXCESS_DRIFT),
         same_run=float(max(0, repeat_run(keys, 1) + 1 - SAME_RUN_FREE) if keys.size else 0),
+        lag_repeat=float(lag_repeat(keys)),
     )
     out["n_scored"] = float(n)  # metadata, not signals: the length bucket, and the kind of entropy behind them
     if seg.entropy_k is not None:

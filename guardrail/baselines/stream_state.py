@@ -5,7 +5,8 @@ relative), with O(1) amortised work per token and no pass over the prefix.
 What it keeps: the last ``max(widths) + 1`` cumulative NLL sums (every window sum is a difference of two, as the
 whole-text path computes them, so the values agree bit for bit); each width's running max/min window and its
 token span; the whole-text totals; the excess-surprise walks of both CUSUMs with their running minimum and
-largest rise; the distinct token keys seen; the last four keys with the current and longest repeat runs.
+largest rise; the distinct token keys seen; the last four keys with the current and longest repeat runs; the
+last 16 keys with, per lag, the match bits of the last 32 positions and their sum (``lag_repeat``).
 ``spike_frac`` compares every width-8 window with the text's *own current* mean, which moves with every token:
 it cannot be kept as a running count, so the state keeps the width-8 window means (one float per token) and
 counts them when asked (one vectorised pass per snapshot, not per token).  No shipped baseline uses it.
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..types import Flag, Token
-from .features import CUSUM_DRIFT, EXCESS_DRIFT, REPEAT_PERIOD, SAME_RUN_FREE
+from .features import CUSUM_DRIFT, EXCESS_DRIFT, LAG_MAX, LAG_WINDOW, REPEAT_PERIOD, SAME_RUN_FREE
 
 __all__ = ["StreamState"]
 
@@ -62,6 +63,27 @@ class _Run:
         self.last.appendleft(key)
 
 
+class _Lags:
+    """Per lag p = 1..LAG_MAX: the number of the last LAG_WINDOW positions whose key equals the key p before it,
+    and the largest such count so far (numpy over the lags: O(LAG_MAX) vectorised per token)."""
+
+    def __init__(self) -> None:
+        self.last = np.full(LAG_MAX, -1, dtype=np.int64)  # last[p - 1]: the key p positions back (-1: none)
+        self.bits = np.zeros((LAG_WINDOW, LAG_MAX), dtype=np.int64)
+        self.sums = np.zeros(LAG_MAX, dtype=np.int64)
+        self.pos = 0
+        self.best = 0
+
+    def push(self, key: int) -> None:
+        b = (self.last == key).astype(np.int64)
+        self.sums += b - self.bits[self.pos]
+        self.bits[self.pos] = b
+        self.pos = (self.pos + 1) % LAG_WINDOW
+        self.best = max(self.best, int(self.sums.max()))
+        self.last[1:] = self.last[:-1]
+        self.last[0] = key
+
+
 class StreamState:
     def __init__(self, widths: Sequence[int] = (8, 16, 32)) -> None:
         self.widths = tuple(int(w) for w in widths)
@@ -80,6 +102,7 @@ class StreamState:
         self._cusum, self._excess = _Cusum(CUSUM_DRIFT), _Cusum(EXCESS_DRIFT)
         self._keys: dict[bytes, int] = {}
         self._rep, self._same = _Run(REPEAT_PERIOD), _Run(1)
+        self._lags = _Lags()
 
     def push(self, t: Token) -> None:
         """Feed one token (in order).  O(number of widths)."""
@@ -88,6 +111,7 @@ class StreamState:
         key = self._keys.setdefault(t.bytes, len(self._keys))
         self._rep.push(key)
         self._same.push(key)
+        self._lags.push(key)
         if t.entropy is not None and not math.isnan(t.entropy):
             self._ent_sum += t.entropy
             self._ent_n += 1
@@ -158,6 +182,7 @@ class StreamState:
             repeat_run=float(self._rep.best),
             excess_cusum=self._excess.value,
             same_run=float(max(0, self._same.best + 1 - SAME_RUN_FREE) if self.n_tokens else 0),
+            lag_repeat=float(self._lags.best),
         )
         out["n_scored"] = float(n)
         if entropy_k is not None:
