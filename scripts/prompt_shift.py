@@ -50,10 +50,16 @@ class PromptRecipe:
     max_per_source: int | None = 600  # units per source at most (by group hash): no source dominates
     max_buckets: int = 1
     trend: bool = False
+    length_penalty: float = 0.0  # excess_cusum - c log(n): a CUSUM's maximum grows with the tokens it runs over
 
     def describe(self) -> dict:
         return {"signals": list(self.signals), "detector": self.detector, "max_per_source": self.max_per_source,
-                "max_buckets": self.max_buckets, "trend": self.trend}
+                "max_buckets": self.max_buckets, "trend": self.trend, "length_penalty": self.length_penalty}
+
+    def transform(self, f: dict) -> dict:
+        if not self.length_penalty:
+            return f
+        return {**f, "excess_cusum": f["excess_cusum"] - self.length_penalty * math.log(max(f["n_scored"], 1.0))}
 
     def fitter(self, attacks):
         tails = {s: tail_of(s) for s in self.signals}
@@ -77,6 +83,11 @@ PROMPT_RECIPES = {
     "shipped_with_logistic_detector": PromptRecipe(NEW, detector="logistic"),
     "shipped_drift_1_nat": PromptRecipe(("surprise_cusum", "same_run")),
     "previous_signals_1_bucket": PromptRecipe(OLD, detector="logistic"),
+    # length-penalised CUSUM (tried 2026-12-01 against the translated and long sources): it trades them against
+    # the short Debian descriptions
+    "shipped_length_penalty_1": PromptRecipe(NEW, length_penalty=1.0),
+    "shipped_length_penalty_2": PromptRecipe(NEW, length_penalty=2.0),
+    "shipped_length_penalty_3": PromptRecipe(NEW, length_penalty=3.0),
 }
 # the previous release's shipped prompt baseline (fitted on the development benign prompts only)
 BEFORE = ("e334c05", "guardrail/data/baselines/general.prompt.json")
@@ -176,13 +187,16 @@ async def main() -> None:
     for rname in args.recipes.split(","):
         recipe: PromptRecipe = PROMPT_RECIPES[rname]
         t0 = time.time()
-        fit = recipe.fitter(train_attacks)
-        capped = {k: cap_per_source(v, recipe.max_per_source) for k, v in sources.items()}
-        loso = leave_one_source_out(sources, fit, ALPHAS, fit_on=capped)
+        tf = recipe.transform
+        fit = recipe.fitter([tf(f) for f in train_attacks])
+        mine = {k: SourceFeats([tf(f) for f in v.feats], v.groups) for k, v in sources.items()}
+        capped = {k: cap_per_source(v, recipe.max_per_source) for k, v in mine.items()}
+        loso = leave_one_source_out(mine, fit, ALPHAS, fit_on=capped)
         # full fit on the fitting groups of every source; attacks measured against the held-back benign units
         pool = [(f, g) for c in capped.values() for f, g in zip(c.feats, c.groups, strict=True) if split_of(g) != "test"]
         cal = fit([f for f, _ in pool], [g for _, g in pool])
-        figs = {f"{a:g}": attack_figures(cal, benign_test, test_attacks, a) for a in ALPHAS}
+        figs = {f"{a:g}": attack_figures(cal, [tf(f) for f in benign_test],
+                                         {k: [tf(f) for f in v] for k, v in test_attacks.items()}, a) for a in ALPHAS}
         results["recipes"][rname] = {"recipe": recipe.describe(), "loso": loso, "attacks": figs,
                                      "resolution": cal.resolution(), "seconds": round(time.time() - t0, 1)}
         w = loso["highest"]

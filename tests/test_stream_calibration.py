@@ -147,3 +147,9 @@ def test_eval_stream_cli_generates_stores_and_replays(tmp_path):
     assert len(lines) == 20 and oct(store.stat().st_mode & 0o777) == "0o600"
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)  # replayed from the store
     assert again.returncode == 0 and json.loads(again.stdout) == doc and store.read_text().splitlines() == lines
+
+
+def test_a_budget_below_the_baselines_fitted_alphas_still_assesses(baseline):
+    a = StreamAssessor(baseline, StreamRules(check_every=16, abort_p=0.0001), 64)
+    cps = [cp for t in stream(np.random.default_rng(5), 64) if (cp := a.push(t)) is not None]
+    assert len(cps) == 4 and a.info.threshold == pytest.approx(0.0001 / 4)  # no refusal mid-stream

@@ -52,7 +52,9 @@ class StreamAssessor:
         return self._check(feats) if feats is not None else None
 
     def _check(self, feats: dict[str, float]) -> Checkpoint:
-        a = self.baseline.assess(feats, self.rules.abort_p)
+        # p-value and tail statistic do not depend on alpha; a budget below what the baseline was fitted for must
+        # not make the assessment refuse mid-stream (the abort compares tail_p with the threshold)
+        a = self.baseline.assess(feats, max(self.baseline.target_alphas))
         cp = Checkpoint(tokens=self.n, p_value=a.p_value, tail_p=a.tail_p, top_signal=a.top_signal,
                         abort=a.tail_p <= self.info.threshold)
         self.info.checkpoints.append(cp)
