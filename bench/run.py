@@ -29,6 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from assessor_bench import bench_assessor  # noqa: E402
 
 GFLOP_PER_TOKEN = 0.27  # ~2 x 135M parameters
 N_TEXTS = 12
@@ -310,6 +313,16 @@ def markdown(res: dict) -> str:
                   "", f"Overhead (goal < {st['goal_overhead_pct']} %): normalization alone {st['overhead_pct_normalize_only']} % of "
                   f"the raw stream; end to end {st['overhead_pct_median_pair']} % (median of {st['repeat']} back-to-back "
                   f"pairs of {st['tokens']} tokens) and {st['overhead_pct']} % (best of runs); process CPU time."]
+    a = res.get("assessor")
+    if a:
+        lines += ["", f"## Streaming assessor ({a['tokens']} synthetic tokens, checkpoint every {a['check_every']}, "
+                  f"baseline {a['baseline']})", "", "| what | cost | goal |", "|---|---|---|",
+                  f"| incremental signals, per token | {a['us_per_token_update']} µs | <= {a['goal_us_per_token']} µs |",
+                  f"| decision per checkpoint (features snapshot + conformal assessment) | "
+                  f"{a['us_per_checkpoint_decision']} µs | <= {a['goal_us_per_checkpoint']} µs |",
+                  f"| the stream end to end | {a['stream_ms']} ms | |",
+                  f"| whole-text path re-run at every checkpoint | {a['whole_text_each_checkpoint_ms']} ms "
+                  f"({a['whole_vs_stream']}x) | |"]
     px = res.get("proxy")
     if px and "targets" in px:
         lines += ["", f"## Proxy overhead ({px['backend']}; one uvicorn worker each, load generator on the same "
@@ -346,6 +359,7 @@ def main() -> None:
         "windows": bench_windows(),
         "embedded": bench_embedded(),
         "stream": bench_stream(),
+        "assessor": bench_assessor(),
         "proxy": bench_proxy(),
     }
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

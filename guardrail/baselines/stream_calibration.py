@@ -23,7 +23,8 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..types import Token
+from ..types import LogprobMode, Segment, Side, Token
+from .features import features
 from .stream_state import StreamState
 
 __all__ = ["CheckpointFeatures", "StreamCalibration", "calibrate_stream", "stream_minimum"]
@@ -74,9 +75,11 @@ class CheckpointFeatures:
             return None
         if not self.beyond:
             return self.state.features(self.entropy_k)
-        s = StreamState(self.widths)
-        s.extend(self._last)  # type: ignore[arg-type]
-        return s.features(self.entropy_k)
+        # the last `window` tokens, by the vectorised whole-text path (the same values as a StreamState fed them,
+        # property-tested; a few times cheaper than pushing them again)
+        seg = Segment(text="", side=Side.OUTPUT, tokens=list(self._last), backend="", model="", tokenizer="",  # type: ignore[arg-type]
+                      logprob_mode=LogprobMode.RAW, scorer_id="", entropy_k=self.entropy_k)
+        return features(seg, self.widths)
 
 
 def stream_minimum(baseline, tokens: Iterable[Token], check_every: int, window: int | None) -> float:

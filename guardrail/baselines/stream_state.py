@@ -65,23 +65,33 @@ class _Run:
 
 class _Lags:
     """Per lag p = 1..LAG_MAX: the number of the last LAG_WINDOW positions whose key equals the key p before it,
-    and the largest such count so far (numpy over the lags: O(LAG_MAX) vectorised per token)."""
+    and the largest such count so far.  Plain Python over bitmasks (one int per position: bit p-1 set when it
+    matched at lag p): ~1.6 µs a token here, where numpy's per-call overhead on 16-element arrays cost ~13."""
 
     def __init__(self) -> None:
-        self.last = np.full(LAG_MAX, -1, dtype=np.int64)  # last[p - 1]: the key p positions back (-1: none)
-        self.bits = np.zeros((LAG_WINDOW, LAG_MAX), dtype=np.int64)
-        self.sums = np.zeros(LAG_MAX, dtype=np.int64)
+        self.last = [-1] * LAG_MAX  # last[p - 1]: the key p positions back (-1: none)
+        self.rows = [0] * LAG_WINDOW  # ring: the match mask of each of the last LAG_WINDOW positions
+        self.sums = [0] * LAG_MAX
         self.pos = 0
         self.best = 0
 
     def push(self, key: int) -> None:
-        b = (self.last == key).astype(np.int64)
-        self.sums += b - self.bits[self.pos]
-        self.bits[self.pos] = b
+        mask = 0
+        for p, k in enumerate(self.last):
+            if k == key:
+                mask |= 1 << p
+        old = self.rows[self.pos]
+        diff = mask ^ old
+        while diff:  # only the lags whose bit changes move their count
+            low = diff & -diff
+            self.sums[low.bit_length() - 1] += 1 if mask & low else -1
+            diff ^= low
+        if mask:
+            self.best = max(self.best, max(self.sums))
+        self.rows[self.pos] = mask
         self.pos = (self.pos + 1) % LAG_WINDOW
-        self.best = max(self.best, int(self.sums.max()))
-        self.last[1:] = self.last[:-1]
-        self.last[0] = key
+        self.last.pop()
+        self.last.insert(0, key)
 
 
 class StreamState:
