@@ -221,7 +221,7 @@ def stream(
     whole-stream abort rates of normal generations per temperature, and how fast loops are cut."""
     from .backends.llamacpp import LlamaCppBackend
     from .baselines.corpus import read_records
-    from .baselines.registry import regimes, resolve
+    from .baselines.registry import nearest_regime, regimes, resolve
     from .baselines.splits import split_of
     from .errors import ConfigError
     from .evaluation.generations import GenerationStore, ordered_prompts, seed_for
@@ -245,9 +245,7 @@ def stream(
             b.check_scorer(backend.scorer, b.id)
 
         def baseline_for(t: float):
-            if fixed is not None:
-                return fixed
-            return min(found, key=lambda b: (abs(float(b.unit["temperature"]) - t), float(b.unit["temperature"])))
+            return fixed if fixed is not None else nearest_regime(found, t)
 
         gs = GenerationStore(store)
         gens: dict = {k: [] for k in temps}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .model import Baseline, BaselineError, load_baseline
 
-__all__ = ["add_dir", "regimes", "remove_dir", "resolve", "shipped", "shipped_dir"]
+__all__ = ["add_dir", "nearest_regime", "regimes", "remove_dir", "resolve", "shipped", "shipped_dir"]
 
 _extra_dirs: list[Path] = []
 
@@ -71,3 +71,10 @@ def regimes(name: str, side: str = "output") -> list[Baseline]:
     """The sampling regimes fitted under ``name``: shipped files ``<name>~<regime>.<side>.json`` (output baselines
     of a model's own generations, one per sampling setting recorded in ``unit``)."""
     return [load_baseline(p) for (d, sd), p in shipped().items() if sd == side and d.startswith(f"{name}~")]
+
+
+def nearest_regime(found: list[Baseline], temperature: float) -> Baseline | None:
+    """The regime baseline whose fitted temperature is nearest (ties: the lower), None when there is none."""
+    if not found:
+        return None
+    return min(found, key=lambda b: (abs(float(b.unit["temperature"]) - temperature), float(b.unit["temperature"])))

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from ..backends.base import Backend, GenerationRequest, Message
 from ..baselines.model import Baseline
-from ..baselines.registry import regimes
+from ..baselines.registry import nearest_regime, regimes
 from ..baselines.router import Route
 from ..baselines.verdict import ScorerKind, Verdict, judge, unscorable
 from ..cache import ScoreCache
@@ -32,7 +32,16 @@ from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
 from .result import GuardResult
 from .review import InMemoryReviewQueue, ReviewQueue
 from .routing import routed_sides
-from .sides import cancel_task, check_calls, check_tiers, judged_text, messages_of, n_output, resolve_baselines
+from .sides import (
+    cancel_task,
+    check_calls,
+    check_tiers,
+    judged_text,
+    messages_of,
+    n_output,
+    pick_scorer,
+    resolve_baselines,
+)
 from .streaming import StreamEvent, stream_chat
 
 __all__ = ["Guard", "derive_seed", "resolve_baselines"]
@@ -64,10 +73,10 @@ class Guard:
         self._judge_by: dict[str, tuple[ScorerKind, Backend]] = {}
         self.baselines = resolve_baselines(policy, baselines)
         for side, b in self.baselines.items():
-            self._judge_by[side] = self._pick_scorer(side, b)
+            self._judge_by[side] = pick_scorer(policy, backend, scorer, side, b)
         self.routed = routed_sides(policy)  # sides whose baseline is `route`: one per domain, picked per text
         for side, routed in self.routed.items():
-            if any(self._pick_scorer(side, b)[1] is not self._judge_by[side][1] for b in routed.all()):
+            if any(pick_scorer(policy, backend, scorer, side, b)[1] is not self._judge_by[side][1] for b in routed.all()):
                 raise ConfigError(f"{self.policy.where(side, 'baseline')}: {side}: routed baselines need one scorer")
         # output baselines of the serving model's own generations, one per sampling regime: the nearest is used
         self.regimes: list[Baseline] = []
@@ -91,19 +100,6 @@ class Guard:
             if scorer is None:
                 scorer = backend if isinstance(backend, LlamaCppBackend) else LlamaCppBackend()
         return cls(policy, backend, scorer=scorer, **kw)
-
-    def _pick_scorer(self, side: str, b: Baseline) -> tuple[ScorerKind, Backend]:
-        if b.scorer_id == self.backend.scorer.id:
-            return "serving", self.backend
-        if self.scorer is not None and b.scorer_id == self.scorer.scorer.id:
-            if side == "output" and not hasattr(self.scorer, "score_reply"):
-                raise ConfigError(f"{side}: the scorer {self.scorer.scorer.backend} cannot teacher-force a reply")
-            return "embedded", self.scorer
-        theirs = [self.backend.scorer.id] + ([self.scorer.scorer.id] if self.scorer is not None else [])
-        raise ConfigError(
-            f"{self.policy.where(side, 'baseline')}: {side} baseline {b.id} was fitted for scorer {b.scorer_id!r}; "
-            f"neither the serving backend nor the scorer has it ({', '.join(map(repr, theirs))}): pass the "
-            f"embedded scorer, or fit a baseline for the serving model (guardrail baseline fit)")
 
     # ------------------------------------------------------------------ public API
     async def chat(
@@ -360,12 +356,10 @@ class Guard:
 
     def _regime(self, temperature: float) -> tuple[Baseline | None, dict[str, Any] | None]:
         """The own-generation baseline of the nearest sampling regime, for the serving model's own output."""
-        if not self.regimes:
-            return None, None
-        b = min(self.regimes, key=lambda b: (abs(float(b.unit["temperature"]) - temperature), float(b.unit["temperature"])))
-        t = float(b.unit["temperature"])
-        return b, {"baseline": b.id, "fitted_temperature": t, "requested_temperature": temperature,
-                   "distance": round(abs(t - temperature), 6)}
+        b = nearest_regime(self.regimes, temperature)
+        t = float(b.unit["temperature"]) if b is not None else 0.0
+        return b, b and {"baseline": b.id, "fitted_temperature": t, "requested_temperature": temperature,
+                         "distance": round(abs(t - temperature), 6)}
 
     async def _judge_output(self, msgs: list[Message], gen: Generation, temperature: float,
                             tools: Sequence[Any] | None = None) -> SideDecision:

@@ -9,16 +9,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..backends.base import Message
+from ..backends.base import Backend, Message
 from ..baselines.model import Baseline, BaselineError
 from ..baselines.registry import resolve
+from ..baselines.verdict import ScorerKind
 from ..errors import ConfigError, InputError
 from ..types import Generation
 from .policy import SEVERITY, Policy, SideRules
 from .report import SideDecision
 from .tool_calls import tool_call_problems
 
-__all__ = ["cancel_task", "check_calls", "check_tiers", "judged_text", "messages_of", "n_output", "resolve_baselines"]
+__all__ = ["cancel_task", "check_calls", "check_tiers", "judged_text", "messages_of", "n_output", "pick_scorer", "resolve_baselines"]
 
 
 def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = None) -> dict[str, Baseline]:
@@ -36,6 +37,23 @@ def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = Non
         check_tiers(policy, side, [b])
         out[side] = b
     return out
+
+
+def pick_scorer(policy: Policy, backend: Backend, scorer: Backend | None, side: str,
+                b: Baseline) -> tuple[ScorerKind, Backend]:
+    """Who judges a side with baseline ``b``: the serving backend's own logprobs when ``b`` was fitted for its
+    scorer, else the (embedded) scorer teacher-forcing the text; neither is a ConfigError naming the policy line."""
+    if b.scorer_id == backend.scorer.id:
+        return "serving", backend
+    if scorer is not None and b.scorer_id == scorer.scorer.id:
+        if side == "output" and not hasattr(scorer, "score_reply"):
+            raise ConfigError(f"{side}: the scorer {scorer.scorer.backend} cannot teacher-force a reply")
+        return "embedded", scorer
+    theirs = [backend.scorer.id] + ([scorer.scorer.id] if scorer is not None else [])
+    raise ConfigError(
+        f"{policy.where(side, 'baseline')}: {side} baseline {b.id} was fitted for scorer {b.scorer_id!r}; "
+        f"neither the serving backend nor the scorer has it ({', '.join(map(repr, theirs))}): pass the "
+        f"embedded scorer, or fit a baseline for the serving model (guardrail baseline fit)")
 
 
 def _fallback() -> str:
