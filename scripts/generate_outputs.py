@@ -30,6 +30,7 @@ from guardrail.baselines.corpus import read_records  # noqa: E402
 from guardrail.baselines.features import features, token_keys  # noqa: E402
 from guardrail.baselines.fit import DEFAULT_WIDTHS  # noqa: E402
 from guardrail.baselines.splits import first_by_group, group_hash, split_of  # noqa: E402
+from guardrail.evaluation.generations import seed_for  # noqa: E402
 from guardrail.loops import has_loop  # noqa: E402
 
 CHAT_SOURCES = ("alpacaeval", "alpaca_inputs", "self_instruct", "certified_safe", "banking77", "sgd_customer")
@@ -45,8 +46,6 @@ def prompts(n: int, split: str | None = None) -> list[str]:
     return texts[:n]
 
 
-def seed_of(prompt: str) -> int:
-    return int(group_hash("seed\x00" + prompt), 16) % 2**31
 
 
 async def main() -> None:
@@ -72,7 +71,7 @@ async def main() -> None:
         for t in (float(x) for x in args.temperatures.split(",")):
             t0, n_new, n_tok = time.time(), 0, 0
             for p in ps:
-                key = (p, t, seed_of(p), args.max_tokens)
+                key = (p, t, seed_for(p), args.max_tokens)
                 if key in done:
                     continue
                 req = GenerationRequest(messages=[Message(role="user", content=p)], max_tokens=args.max_tokens,

@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from generate_outputs import CHAT_SOURCES, seed_of  # noqa: E402
+from generate_outputs import CHAT_SOURCES  # noqa: E402
 
 from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from guardrail.baselines.corpus import read_records  # noqa: E402
 from guardrail.baselines.splits import split_of  # noqa: E402
-from guardrail.evaluation.generations import GenerationStore, ordered_prompts  # noqa: E402
+from guardrail.evaluation.generations import GenerationStore, ordered_prompts, seed_for  # noqa: E402
 
 MAX_TOKENS = 80  # the own-generation baselines' unit
 
@@ -60,7 +60,7 @@ async def main() -> None:
     t0, new, toks = time.time(), 0, 0
     todo = plan(args.calib, args.test, args.salad)
     for i, (_role, p, t) in enumerate(todo):
-        g, fresh = await store.generate(be, p, t, seed_of(p), MAX_TOKENS)
+        g, fresh = await store.generate(be, p, t, seed_for(p), MAX_TOKENS)
         new += fresh
         toks += len(g.tokens) if fresh else 0
         if fresh and new % 50 == 0:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..backends.base import Backend, GenerationRequest, Message
 from ..baselines.features import token_keys
+from ..cache import default_cache_path
 from ..loops import has_loop, loop_onset
 from ..types import Flag, Segment, Token
 
@@ -40,8 +41,7 @@ def ordered_prompts(texts: Sequence[str], salt: str = "stream-test") -> list[str
 
 
 def default_store_path() -> Path:
-    root = os.environ.get("GUARDRAIL_CACHE_DIR") or Path.home() / ".cache" / "guardrail"
-    return Path(root) / "generations.jsonl"
+    return default_cache_path().parent / "generations.jsonl"
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,6 @@ class GenerationStore:
         g = self._of(gen.output, prompt, temperature, seed, max_tokens, gen.finish_reason)
         self._append(g, sid)
         return g, True
-
-    def many(self, scorer_id: str, requests: Sequence[tuple[str, float, int, int]]) -> list[StoredGeneration | None]:
-        return [self.get(scorer_id, *r) for r in requests]
 
     @staticmethod
     def _of(seg: Segment, prompt: str, temperature: float, seed: int, max_tokens: int, finish: str) -> StoredGeneration:

@@ -49,7 +49,6 @@ def eval_streams(by_temperature: Mapping[str, Sequence[StoredGeneration]], basel
     out: dict = {"alpha": alpha, "check_interval": None, "by_temperature": {}, "loops": {}}
     loops: list[tuple[int | None, int]] = []
     for key, gens in by_temperature.items():
-        normal = [g for g in gens if not g.loop]
         cuts, prefix_cuts, info, base = [], 0, None, None
         for g in gens:
             base = baseline_for(g.temperature)
@@ -60,7 +59,7 @@ def eval_streams(by_temperature: Mapping[str, Sequence[StoredGeneration]], basel
             cuts.append(cut)
             prefix_cuts += first is not None
         aborted = [c for c in cuts if c is not None]
-        n = len(normal)
+        n = len(cuts)  # the generations that do not loop
         row = {"n": n, "n_loops": len(gens) - n, "abort_rate": len(aborted) / n if n else None,
                "binomial_99": acceptance_99(n, alpha),
                "median_abort_token": statistics.median(aborted) if aborted else None,

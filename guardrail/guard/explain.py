@@ -54,15 +54,15 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
             # the serving model's own output is judged by the nearest regime's baseline when there are regimes
             own = regimes(o.baseline) if "output" not in routed else []
             cal = (own[0] if own else baselines["output"]).stream if "output" not in routed else None
-            lines.append(
-                f"Streams: tokens are held back until a checkpoint passed; a normal answer is cut with probability "
-                f"{'at most' if cal is not None and cal.threshold(st.abort_p) is not None else 'about'} "
-                f"{st.abort_p:g} over its whole stream ("
-                + (f"calibrated on {cal.n} of the model's own generations{' per sampling regime' if own else ''}, "
-                   f"a checkpoint every {cal.check_every} "
-                   f"tokens, up to {cal.calibrated_length} tokens)" if cal is not None and cal.threshold(st.abort_p)
-                   is not None else f"Bonferroni over checkpoints every {st.check_every} tokens)")
-                + "; judged by the serving model's own logprobs only (an embedded scorer judges at the end).")
+            if cal is not None and cal.threshold(st.abort_p) is not None:
+                bound, how = "at most", (f"calibrated on {cal.n} of the model's own generations"
+                                         f"{' per sampling regime' if own else ''}, a checkpoint every "
+                                         f"{cal.check_every} tokens, up to {cal.calibrated_length} tokens")
+            else:
+                bound, how = "about", f"Bonferroni over checkpoints every {st.check_every} tokens"
+            lines.append(f"Streams: tokens are held back until a checkpoint passed; a normal answer is cut with "
+                         f"probability {bound} {st.abort_p:g} over its whole stream ({how}); judged by the serving "
+                         f"model's own logprobs only (an embedded scorer judges at the end).")
     else:
         lines.append("Output: not checked.")
     b = policy.budget

@@ -18,9 +18,18 @@ from ..baselines.router import Route, Router
 from ..errors import ConfigError
 from .policy import Policy
 
-__all__ = ["ROUTE", "Routed", "routed_sides"]
+__all__ = ["ROUTE", "Routed", "fallback_name", "routed_sides"]
 
 ROUTE = "route"  # the policy's baseline name that asks for routing
+
+
+def _router(path: str | Path | None = None) -> Router:
+    return Router.load(path or shipped_dir() / "router.json")
+
+
+def fallback_name() -> str:
+    """The domain a routed side falls back to (its baseline stands for the side: ids, scorer)."""
+    return _router().fallback
 
 
 class Routed:
@@ -35,7 +44,7 @@ class Routed:
     @classmethod
     def load(cls, side: str, path: str | Path | None = None) -> Routed:
         """The shipped router, each domain's baseline for ``side`` (a side-specific one, else the text one)."""
-        router = Router.load(path or shipped_dir() / "router.json")
+        router = _router(path)
         return cls(router, {d: resolve(d, side) for d in dict.fromkeys([*router.classes, router.fallback])})
 
     @property

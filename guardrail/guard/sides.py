@@ -17,6 +17,7 @@ from ..errors import ConfigError, InputError
 from ..types import Generation
 from .policy import SEVERITY, Policy, SideRules
 from .report import SideDecision
+from .routing import ROUTE, fallback_name
 from .tool_calls import tool_call_problems
 
 __all__ = ["cancel_task", "check_calls", "check_tiers", "judged_text", "messages_of", "n_output", "pick_scorer", "resolve_baselines"]
@@ -31,7 +32,7 @@ def resolve_baselines(policy: Policy, given: Mapping[str, Baseline] | None = Non
         if b is None:
             try:
                 # routed by domain: the router's fallback stands for the side (ids, scorer); see routing.py
-                b = resolve(rules.baseline if rules.baseline != "route" else _fallback(), side)
+                b = resolve(rules.baseline if rules.baseline != ROUTE else fallback_name(), side)
             except BaselineError as e:
                 raise ConfigError(f"{policy.where(side, 'baseline')}: {side}.baseline: {e}") from None
         check_tiers(policy, side, [b])
@@ -54,13 +55,6 @@ def pick_scorer(policy: Policy, backend: Backend, scorer: Backend | None, side: 
         f"{policy.where(side, 'baseline')}: {side} baseline {b.id} was fitted for scorer {b.scorer_id!r}; "
         f"neither the serving backend nor the scorer has it ({', '.join(map(repr, theirs))}): pass the "
         f"embedded scorer, or fit a baseline for the serving model (guardrail baseline fit)")
-
-
-def _fallback() -> str:
-    from ..baselines.registry import shipped_dir
-    from ..baselines.router import Router
-
-    return Router.load(shipped_dir() / "router.json").fallback
 
 
 def check_tiers(policy: Policy, side: str, baselines: Sequence[Baseline]) -> None:
