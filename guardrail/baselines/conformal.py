@@ -140,6 +140,7 @@ class Calibrator(BaseModel):
     parts: list[Part]
     method: Literal["split", "cross"] = "split"  # how the calibration scores were obtained (see module doc)
     max_len: int | None = None  # longest fitting unit (scored tokens)
+    _bounds: dict = PrivateAttr(default_factory=dict)  # stream_bounds.stream_bounds: per cut-off, made once
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -184,6 +185,7 @@ class Calibrator(BaseModel):
         for b, sc in zip(self.parts[part].buckets, per, strict=True):
             b.calib = sorted(sc)
             b._arrays.pop("\x00calib", None)
+        self._bounds.clear()
 
     def resolution(self) -> float:
         """The coarsest bucket's smallest p-value, 1 / (n + 1): a tier at a lower p cannot be told apart."""

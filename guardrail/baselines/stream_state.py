@@ -9,21 +9,23 @@ largest rise; the distinct token keys seen; the last four keys with the current 
 last 16 keys with, per lag, the match bits of the last 32 positions and their sum (``lag_repeat``).
 ``spike_frac`` compares every width-8 window with the text's *own current* mean, which moves with every token:
 it cannot be kept as a running count, so the state keeps the width-8 window means (one float per token) and
-counts them when asked (one vectorised pass per snapshot, not per token).  No shipped baseline uses it.
+counts them when asked (kept sorted: one bisection per snapshot).  The T = 0.7 own-generation baseline's detector
+reads it.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Sequence
-
-import numpy as np
 
 from ..types import Flag, Token
 from .features import CUSUM_DRIFT, EXCESS_DRIFT, LAG_MAX, LAG_WINDOW, REPEAT_PERIOD, SAME_RUN_FREE
 
 __all__ = ["StreamState"]
+
+_LN2 = math.log(2.0)
 
 
 class _Cusum:
@@ -150,7 +152,7 @@ class StreamState:
                 if m < self._min[w][0]:
                     self._min[w] = (m, start, i + 1)
         if n >= 8:
-            self._m8.append((self._cum[-1] - self._cum[-9]) / 8)
+            bisect.insort(self._m8, (self._cum[-1] - self._cum[-9]) / 8)
         if t.entropy is not None and not math.isnan(t.entropy):
             self._cusum.push(nll, t.entropy)
             self._excess.push(nll, t.entropy)
@@ -180,13 +182,16 @@ class StreamState:
             out[f"max_w{w}"] = mean if n < w else self._max[w][0]
         for w in self.widths:
             out[f"min_w{w}"] = mean if n < w else self._min[w][0]
-        m8 = np.asarray(self._m8) if n >= 8 else np.asarray([mean])
+        # spike_frac: the share of width-8 window means above the current mean + 2 nats (one window of the prefix
+        # below 8 scored tokens): the means are kept sorted, so the count is one bisection
+        m8 = len(self._m8)
+        spikes = (m8 - bisect.bisect_right(self._m8, mean + 2.0)) / m8 if m8 else 0.0
         out.update(
             whole_nll=mean,
-            bits_per_byte=self.total / np.log(2.0) / (self.nbytes or 1),
+            bits_per_byte=self.total / _LN2 / (self.nbytes or 1),
             mean_entropy=self._ent_sum / self._ent_n if self._ent_n else math.nan,
             distinct=len(self._keys) / self.n_tokens if self.n_tokens else 1.0,
-            spike_frac=float((m8 > mean + 2.0).mean()),
+            spike_frac=spikes,
             excluded_frac=(self.n_clamped + self.n_missing) / self.n_tokens if self.n_tokens else 0.0,
             surprise_cusum=self._cusum.value,
             repeat_run=float(self._rep.best),

@@ -25,7 +25,7 @@ __all__ = ["acceptance_99", "eval_streams", "replay"]
 
 def replay(baseline: Baseline, gen: StoredGeneration, alpha: float, check_every: int) -> tuple[int | None, int | None, dict]:
     """(token of the whole-stream cut or None, token of the first per-prefix flag at alpha or None, stream info)."""
-    a = StreamAssessor(baseline, StreamRules(check_every=check_every, abort_p=alpha), gen.max_tokens)
+    a = StreamAssessor(baseline, StreamRules(check_every=check_every, abort_p=alpha), gen.max_tokens, full=True)
     per_prefix = None
     for t in gen.tokens:
         cp = a.push(t)

@@ -70,9 +70,11 @@ class Attempt(BaseModel):
 
 class Checkpoint(BaseModel):
     tokens: int  # output tokens seen when assessed
-    p_value: float
-    tail_p: float
-    top_signal: str
+    # None: every signal sat inside the thresholds precomputed from the cut-off (it could not abort; its full
+    # assessment was not computed: guardrail.baselines.stream_bounds)
+    p_value: float | None = None
+    tail_p: float | None = None
+    top_signal: str | None = None
     abort: bool = False
 
 
@@ -91,6 +93,7 @@ class StreamInfo(BaseModel):
     beyond_calibrated: bool = False  # the stream ran past it (calibrated: checkpoints then judge the last
     # calibrated_length tokens; the guarantee covers the calibrated length only)
     checkpoints: list[Checkpoint] = Field(default_factory=list)
+    cleared: int = 0  # checkpoints decided by the precomputed signal thresholds alone (no p-value computed)
     aborted_at: int | None = None  # output tokens generated when cut
     released_tokens: int = 0  # tokens the client received
 
