@@ -37,6 +37,8 @@ for A in 0.01 0.05; do
     --alpha $A --json > "$OUT/stream/salad_$A.json"
 done
 .venv/bin/python scripts/ladder_eval.py --out "$OUT/ladder.json"
+# the drift monitor: each domain baseline's held-back units, then another domain's (docs/guard.md#drift)
+.venv/bin/python scripts/drift_eval.py --data "$DATA" --out "$OUT/drift.json"
 # calibration per domain (held-back documents)
 $G eval calibration --data $DATA/domains/*.jsonl --limit 300 --plots "$OUT/calibration" --json > "$OUT/calibration.json"
 echo "wrote $OUT/"

@@ -89,3 +89,11 @@ write("tests/data/eval_outputs.jsonl",
 mqa = read("domains/medical_qa.jsonl")
 write("tests/data/calibration/medical_qa.jsonl", test_split(mqa, lambda r: r["text"], 60, max_chars=1200,
                                                             field="text"))
+
+# the drift monitor's real-data test: another domain's text (Python source, CPython 3.11 stdlib, PSF-2.0): 60 of
+# the code_python baseline's held-back units, cut as it cuts them, in the order scripts/drift_eval.py uses
+sys.path.insert(0, str(ROOT / "scripts"))
+from drift_eval import held_back  # noqa: E402
+
+write("tests/data/drift/code_python.jsonl", [{"text": t, "source": "CPython 3.11.7 standard library (PSF-2.0)"}
+                                             for t in held_back(SRC, "code_python", 60)])

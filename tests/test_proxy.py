@@ -412,7 +412,7 @@ def test_metrics_count_requests_actions_and_p_values():
             assert "guardrail_p_value_bucket" in text and 'side="prompt"' in text
             assert 'guardrail_stage_milliseconds_count{stage="total"} 2.0' in text
             assert re.search(r'guardrail_drift_log10_martingale\{baseline="[^"]+",side="prompt"\} -?[0-9.]', text)
-            assert re.search(r'guardrail_drift_alarm\{baseline="[^"]+",side="prompt"\} [01]\.0', text)
+            assert re.search(r'guardrail_drift_alarms\{baseline="[^"]+",side="prompt"\} [0-9]+\.0', text)
     run(go())
 
 

@@ -116,6 +116,8 @@ class Assessment(BaseModel):
     # signals (and detector inputs, as "detector:<feature>") with no value for this text: they took no part in
     # the decision (their p-value reads 1); the caller's policy decides whether that fails open or closed
     missing: list[str] = []
+    monitor_score: float = 0.0  # the combined score against the first part alone: one fixed function of the text,
+    # what the drift monitor ranks (guard/drift.py)
     tail_p: float = 1.0  # p_value made continuous (see tail_count, continuous_p): equal to it at calibration scores,
     # interpolated between them, continued below its floor: a ranking, not a guarantee
 
@@ -230,7 +232,7 @@ class Calibrator(BaseModel):
         return Assessment(
             flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=p,
             resolution=1 / (n + 1), tail_p=continuous_p(cont, n),
-            score=float(np.mean(scores)), threshold=self._threshold(b, n, alpha), bucket=b, signal_p=signal_p,
+            score=float(np.mean(scores)), monitor_score=float(scores[0]), threshold=self._threshold(b, n, alpha), bucket=b, signal_p=signal_p,
             top_signal=min(signal_p, key=signal_p.__getitem__), missing=self.missing(feat),
             beyond_fitted_length=self.max_len is not None and feat["n_scored"] > self.max_len,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ..scoring import TokenArrays
 from ..types import Segment
@@ -20,7 +20,7 @@ from .model import Baseline
 from .router import Route
 from .spans import decision_spans
 
-__all__ = ["ScorerKind", "Span", "Verdict", "judge", "unscorable"]
+__all__ = ["DriftState", "ScorerKind", "Span", "Verdict", "judge", "unscorable"]
 
 ScorerKind = Literal["serving", "embedded"]
 
@@ -32,6 +32,17 @@ class Span(BaseModel):
     start: int  # Python string index into that message's content (or the output), end exclusive
     end: int
     text: str
+
+
+class DriftState(BaseModel):
+    """The baseline's drift monitor after this text (guardrail.guard.drift: online conformal p-values, a test
+    martingale; per process)."""
+
+    p_value: float  # this text's online conformal p-value (the monitor's, not the decision's)
+    log10_martingale: float  # since the last restart
+    observed: int  # texts this monitor has observed
+    alarms: int = 0  # times the martingale reached the alarm level (each followed by a restart)
+    alarm: bool = False  # this text raised one
 
 
 class Verdict(BaseModel):
@@ -53,6 +64,8 @@ class Verdict(BaseModel):
     spans: list[Span] = Field(default_factory=list)
     n_tokens: int = 0
     beyond_fitted_length: bool = False
+    drift: DriftState | None = None  # set by a Guard with a drift board, for a text judged afresh
+    _monitor: tuple[int, float] | None = PrivateAttr(default=None)  # (length bucket, monitor score)
 
 
 def unscorable(side: Literal["prompt", "output"], reason: str, *, scorer: str, scorer_kind: ScorerKind,
@@ -76,7 +89,9 @@ def judge(baseline: Baseline, seg: Segment, *, side: Literal["prompt", "output"]
     arrays = TokenArrays.from_segment(seg)
     spans = [Span(message=message, start=s, end=e, text=seg.text[s:e])
              for s, e in decision_spans(baseline, arrays, feats, a.top_signal)]
-    return Verdict(
+    v = Verdict(
         scorable=True, p_value=a.p_value, tail_p=a.tail_p, resolution=a.resolution, top_signal=a.top_signal,
         signal_p={k: round(v, 6) for k, v in a.signal_p.items()}, missing=a.missing, spans=spans,
         n_tokens=len(seg.tokens), beyond_fitted_length=a.beyond_fitted_length, **common)
+    v._monitor = (a.bucket, a.monitor_score)
+    return v

@@ -1,9 +1,8 @@
 """The Guard: the one orchestrator.  screen the prompt -> generate -> score -> assess -> decide -> act, climbing
-the regenerate ladder while the policy and the budget allow, then the policy's escalation.
-
-Which scorer judges a side follows from the side's baseline: the serving backend's own logprobs when the
-baseline was fitted for its scorer, else the embedded scorer teacher-forcing the text (so the shipped
-baselines work in front of any backend).  The clock is injected (budgets are tested without waiting).
+the regenerate ladder while the policy and the budget allow, then the policy's escalation.  Which scorer judges a
+side follows from its baseline: the serving backend's own logprobs when the baseline was fitted for its scorer,
+else the embedded scorer teacher-forcing the text (so the shipped baselines work in front of any backend).  The
+clock is injected (budgets are tested without waiting); every text judged afresh feeds the drift monitors.
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from ..types import Generation, Segment, Side
 from .actions import ACTION_STRATEGIES, Candidate, deliver
 from .check import check_output
 from .decide import decide_side, most_severe
+from .drift import PROCESS_DRIFT, DriftBoard, observed
 from .policy import Policy, SideRules, load_policy
 from .report import Attempt, GuardReport, Sampling, Shadow, SideDecision, Usage
 from .result import GuardResult
@@ -59,12 +59,13 @@ class Guard:
         self, policy: Policy, backend: Backend, *, scorer: Backend | None = None,
         baselines: Mapping[str, Baseline] | None = None, review_queue: ReviewQueue | None = None,
         clock: Callable[[], float] = time.monotonic, cache_size: int = 4096, score_cache: ScoreCache | None = None,
-        output_regimes: Sequence[Baseline] | None = None,
+        output_regimes: Sequence[Baseline] | None = None, drift: DriftBoard | None = PROCESS_DRIFT,
     ) -> None:
         """``score_cache``: also keep prompt segments in this disk cache (off by default: it stores the text).
         ``output_regimes``: own-generation output baselines per sampling regime (default: the shipped
-        ``<name>~*`` ones of the output baseline's name; ``[]``: none, always the policy's baseline)."""
-        self.policy, self.backend, self.scorer = policy, backend, scorer
+        ``<name>~*`` ones of the output baseline's name; ``[]``: none, always the policy's baseline).
+        ``drift``: the drift monitors every text judged afresh feeds (default: the process's; None: none)."""
+        self.policy, self.backend, self.scorer, self.drift = policy, backend, scorer, drift
         self.review_queue: ReviewQueue = review_queue or InMemoryReviewQueue()
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str, str], Verdict] = OrderedDict()
@@ -335,7 +336,7 @@ class Guard:
             seg = await self._score_prompt(scorer, text)
         except BackendError as e:  # no logprobs, unreachable, busy: the fail mode decides
             return unscorable("prompt", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
-        return judge(b, seg, side="prompt", scorer_kind=kind)
+        return observed(self.drift, b, judge(b, seg, side="prompt", scorer_kind=kind))
 
     async def _score_prompt(self, scorer: Backend, text: str) -> Segment:
         if self._score_cache is None:
@@ -376,14 +377,14 @@ class Guard:
             v = unscorable("output", "the backend returned no output logprobs", scorer=scorer.scorer.id,
                            scorer_kind=kind, baseline=b.id)
         elif kind == "serving":
-            v = judge(b, gen.output, side="output", scorer_kind=kind)
+            v = observed(self.drift, b, judge(b, gen.output, side="output", scorer_kind=kind))
         else:
             try:
                 seg = await scorer.score_reply([m.model_dump() for m in msgs], text)  # type: ignore[attr-defined]
             except (BackendError, InputError) as e:
                 v = unscorable("output", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
             else:
-                v = judge(b, seg, side="output", scorer_kind=kind)
+                v = observed(self.drift, b, judge(b, seg, side="output", scorer_kind=kind))
         v.route = route
         d = decide_side("output", rules, [v])
         d.regime = regime

@@ -3,14 +3,14 @@
 Requests by route, model and status; final actions per policy; each side's action per policy; regenerations;
 unscorable texts; latency per stage; and every baseline's realised p-values as a histogram, so that the flag
 rate at any alpha is ``bucket(le=alpha) / count`` -- what calibration promised, measured on live traffic -- and
-each baseline's drift martingale (guard/drift.py).
+each baseline's drift monitor as the reports carry it (guard/drift.py: online conformal p-values, a test
+martingale, per process).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..guard.drift import DriftMonitor
 from ..guard.report import GuardReport, SideDecision
 
 __all__ = ["CONTENT_TYPE_LATEST", "ProxyMetrics"]
@@ -40,12 +40,11 @@ class ProxyMetrics:
         self.aborts = Counter("guardrail_stream_aborts", "streams cut at a checkpoint", ["policy"], registry=r)
         self.tokens_saved = Counter("guardrail_tokens_saved", "output tokens not generated thanks to an early abort "
                                     "(max_tokens minus the tokens generated when cut)", ["model"], registry=r)
-        self.drift = Gauge("guardrail_drift_log10_martingale", "conformal test martingale over each baseline's "
-                           "p-values on live traffic (log10; >= 2 means drift at <= 1 % false-alarm, Ville)",
-                           ["baseline", "side"], registry=r)
-        self.drift_alarm = Gauge("guardrail_drift_alarm", "1 once the baseline's drift martingale crossed 100",
-                                 ["baseline", "side"], registry=r)
-        self._monitors: dict[tuple[str, str], DriftMonitor] = {}
+        self.drift = Gauge("guardrail_drift_log10_martingale", "test martingale over each baseline's online "
+                           "conformal p-values on this process's traffic since its last alarm (log10; an alarm at 2: "
+                           "a false alarm with probability <= 1 %, Ville)", ["baseline", "side"], registry=r)
+        self.drift_alarm = Gauge("guardrail_drift_alarms", "drift alarms raised by the baseline's monitor (each "
+                                 "restarts it)", ["baseline", "side"], registry=r)
         self.in_flight = Gauge("guardrail_in_flight", "requests being handled", ["model"], registry=r)
 
     def observe(self, model: str, report: GuardReport) -> None:
@@ -62,9 +61,9 @@ class ProxyMetrics:
                     self.unscorable.labels(pol, d.side).inc()
                 elif v.p_value is not None and v.baseline:
                     self.p_values.labels(v.baseline, d.side).observe(v.p_value)
-                    mon = self._monitors.setdefault((v.baseline, d.side), DriftMonitor(seed=0))
-                    self.drift.labels(v.baseline, d.side).set(mon.update(v.p_value, v.resolution))
-                    self.drift_alarm.labels(v.baseline, d.side).set(1.0 if mon.alarmed else 0.0)
+                    if v.drift is not None:
+                        self.drift.labels(v.baseline, d.side).set(v.drift.log10_martingale)
+                        self.drift_alarm.labels(v.baseline, d.side).set(v.drift.alarms)
         t = report.timings
         for stage in ("screen_ms", "generate_ms", "score_ms", "decide_ms", "total_ms"):
             self.stage_ms.labels(stage.removesuffix("_ms")).observe(getattr(t, stage))
