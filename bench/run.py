@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from assessor_bench import bench_assessor  # noqa: E402
+from generation_bench import bench_generation  # noqa: E402
 
 GFLOP_PER_TOKEN = 0.27  # ~2 x 135M parameters
 N_TEXTS = 12
@@ -328,6 +329,13 @@ def markdown(res: dict) -> str:
                   f"| the stream end to end | {a['stream_ms']} ms | |",
                   f"| whole-text path re-run at every checkpoint | {a['whole_text_each_checkpoint_ms']} ms "
                   f"({a['whole_vs_stream']}x) | |"]
+    g = res.get("generation")
+    if g:
+        lines += ["", f"## Generation with the streaming assessor attached ({g['prompts']} prompts x {g['rounds']} "
+                  f"rounds, greedy, {g['max_tokens']} tokens, runs alternating)", "",
+                  "| without | with the assessor | slower by | goal |", "|---|---|---|---|",
+                  f"| {g['tokens_per_s_without']} tokens/s | {g['tokens_per_s_with_assessor']} tokens/s | "
+                  f"{g['slowdown_pct']} % | <= {g['goal_slowdown_pct']} % |"]
     px = res.get("proxy")
     if px and "targets" in px:
         lines += ["", f"## Proxy overhead ({px['backend']}; one uvicorn worker each, load generator on the same "
@@ -365,6 +373,7 @@ def main() -> None:
         "embedded": bench_embedded(),
         "stream": bench_stream(),
         "assessor": bench_assessor(),
+        "generation": bench_generation(),
         "proxy": bench_proxy(),
     }
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
