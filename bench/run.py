@@ -115,6 +115,13 @@ def child(kind: str) -> dict:
     from guardrail.models import default_model_path
 
     source = _texts()[0]
+    if kind == "vllm_cpu_prompt_logprobs":  # the same texts, cut by the embedded tokenizer; vLLM's own server
+        from vllm_bench import bench_vllm
+
+        backend = LlamaCppBackend(n_threads=THREADS)
+        texts = _cut(backend.engine.tokenize, backend.engine.pieces, source)
+        backend.close()  # nothing of llama.cpp left running beside vLLM
+        return bench_vllm(texts)
     if kind == "llama_cpp_python_loop":
         import llama_cpp
 
@@ -160,7 +167,7 @@ def _timed(fn) -> float:
 
 def bench_embedded() -> dict:
     out = {}
-    for kind in ("llama_cpp_python_loop", "guardrail_native_q4_1", "guardrail_f16"):
+    for kind in ("llama_cpp_python_loop", "guardrail_native_q4_1", "guardrail_f16", "vllm_cpu_prompt_logprobs"):
         p = subprocess.run([sys.executable, __file__, "--child", kind], capture_output=True, text=True, timeout=1800)
         if p.returncode != 0:
             out[kind] = {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
@@ -297,10 +304,11 @@ def markdown(res: dict) -> str:
     for k, v in res["embedded"].items():
         if k == "setup":
             continue
-        if "error" in v:
-            lines.append(f"| {k} | error: {v['error']} | | | |")
+        if "error" in v or "skipped" in v:
+            lines.append(f"| {k} | {v.get('error') or v.get('skipped')} | | | |")
             continue
-        lines.append(f"| {k} | {v['tokens_per_s']} | {v['gflop_per_s']} | {v['peak_rss_mib']} | "
+        name = f"{k} ({v['dtype']}, its own server)" if "dtype" in v else k
+        lines.append(f"| {name} | {v['tokens_per_s']} | {v.get('gflop_per_s', '')} | {v.get('peak_rss_mib', '')} | "
                      f"{v.get('ratio_to_llama_cpp_python_loop', '')} |")
     st = res.get("stream")
     if st:
