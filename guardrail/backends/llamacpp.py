@@ -34,6 +34,7 @@ from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, Toke
 from .chat_template import render_chat
 from .gate import ModelGate
 from .llama_engine import COMPUTE_TYPES, Job, JobResult, LlamaEngine, check_gguf, compute_copy, logprob_rows
+from .stops import StopFilter
 
 __all__ = ["LlamaCppBackend"]
 
@@ -339,6 +340,7 @@ class LlamaCppBackend(BackendBase):
         logits = await self._call(eng.start, p_ids)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text = ""
+        stops = StopFilter(req.stop)  # nothing of a stop string is released
         pos = len(p_ids)
         for index in range(req.max_tokens):
             tid = _choose(logits, req.temperature, req.top_p, rng)
@@ -355,16 +357,19 @@ class LlamaCppBackend(BackendBase):
                           float(res.logprob[0]), tid, len(text), len(text) + len(new), top,
                           frozenset(flags), float(res.entropy[0]))
             text += new
-            finish = None
-            if tid in eng.eog:
-                finish = "stop"
-            elif any(s and s in text for s in req.stop):
-                finish = "stop"
-            elif index == req.max_tokens - 1 or pos + 1 >= eng.n_ctx:
+            out = stops.push(index, token, new)
+            finish = "stop" if tid in eng.eog or stops.stopped_at is not None else None
+            if finish is None and (index == req.max_tokens - 1 or pos + 1 >= eng.n_ctx):
                 finish = "length"
-            yield TokenEvent(index=index, token=token, text=new, finish_reason=finish,
-                             prompt_tokens=len(p_ids) if finish else None)
+            if finish and stops.stopped_at is None:
+                out += stops.flush()
+            for j, (i, tok, txt) in enumerate(out):
+                last = finish is not None and j == len(out) - 1
+                yield TokenEvent(index=i, token=tok, text=txt, finish_reason=finish if last else None,
+                                 prompt_tokens=len(p_ids) if last else None)
             if finish:
+                if not out:
+                    yield TokenEvent(index=index, token=None, text="", finish_reason=finish, prompt_tokens=len(p_ids))
                 return
             logits = await self._call(eng.step, tid, pos)
             pos += 1
@@ -393,7 +398,9 @@ class LlamaCppBackend(BackendBase):
             else:
                 tokens.append(next(aligned))
         seg.tokens = tokens
-        cut = min((text.index(s) for s in req.stop if s and s in text), default=len(text))
+        # the answer is what the stream released: at a stop string, the tokens that spelled it were never released
+        # and a token that straddled it was cut there
+        cut = len("".join(ev.text for ev in events)) if any(req.stop) else len(text)
         if cut < len(text):  # the stop string and what follows are not part of the answer
             seg.tokens = [t for t in seg.tokens if t.start < cut]
             for t in seg.tokens:
