@@ -173,6 +173,34 @@ def test_long_text_scored_in_overlapping_chunks(backend, fluent_text):
         small.close()
 
 
+def test_long_reply_scored_past_the_context_in_overlapping_windows(backend, fluent_text):
+    """A prompt and reply longer than the context: every reply token scored once, the first window keeping the
+    end of the prompt as context, the reply's first tokens as the full-context scorer scores them."""
+    small = LlamaCppBackend(n_ctx=256, overlap=32)
+    try:
+        msgs = [{"role": "user", "content": "Say something about the river. " * 12}]
+        reply = " ".join([fluent_text] * 4)
+        seg = run(small.score_reply(msgs, reply))
+        whole = run(backend.score_reply(msgs, reply))  # 2048 tokens of context: one window
+        assert whole.n_chunks == 1 and seg.n_chunks >= 3
+        assert any("windows of <= 256 tokens with 32 tokens of overlap" in n for n in seg.notes)
+        assert [t.token_id for t in seg.tokens] == [t.token_id for t in whole.tokens]
+        assert all(t.logprob is not None for t in seg.tokens) and seg.text == reply
+        assert "".join(reply[t.start:t.end] for t in seg.tokens) == reply
+        # the prompt fits in the first window: its reply tokens saw the same context as the full scorer's
+        n_prompt = len(small._prompt(msgs)[1])
+        first = 256 - n_prompt
+        assert first > 16
+        a = np.array([t.logprob for t in seg.tokens[:first]])
+        b = np.array([t.logprob for t in whole.tokens[:first]])
+        np.testing.assert_allclose(a, b, atol=0.05)
+        # a reply longer than the whole context is judged, not refused
+        (many,) = run(small.score_replies([(msgs, reply)], skip=True))
+        assert many is not None and len(many.tokens) == len(seg.tokens)
+    finally:
+        small.close()
+
+
 def test_scoring_does_not_block_the_event_loop(backend, benign_records):
     texts = [r["prompt"] + " (variant)" for r in benign_records]
 

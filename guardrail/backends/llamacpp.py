@@ -176,12 +176,16 @@ class LlamaCppBackend(BackendBase):
         except UnicodeEncodeError as e:
             raise InputError(f"{where} is not valid Unicode (lone surrogate at index {e.start})") from None
 
-    def _chunk_jobs(self, ids: np.ndarray) -> list[Job]:
-        """Split one token sequence (BOS already prepended if any) into context-sized jobs."""
+    def _chunk_jobs(self, ids: np.ndarray, first: int = 1) -> list[Job]:
+        """Jobs scoring ``ids[first:]`` (BOS already prepended if any; a reply after its prompt: ``first`` = the
+        prompt's length) within the context: one job when it fits; else overlapping windows, the first keeping
+        as much of what precedes ``first`` as leaves ``overlap`` tokens to score, each next one re-reading the
+        last ``overlap`` tokens of the one before as context."""
         n_ctx, n = self._engine.n_ctx, len(ids)
         if n <= n_ctx:
-            return [Job(ids, 1, self.top_k)]
-        jobs, start, scored_to = [], 0, 1
+            return [Job(ids, first, self.top_k)]
+        jobs, scored_to = [], first
+        start = max(0, first - (n_ctx - max(self.overlap, 1)))
         while scored_to < n:
             end = min(n, start + n_ctx)
             jobs.append(Job(ids[start:end], scored_to - start, self.top_k))
@@ -291,16 +295,15 @@ class LlamaCppBackend(BackendBase):
         ids = self._engine.tokenize(self._encode(req.raw_prompt, "prompt"))
         return np.concatenate(([self._engine.bos], ids)).astype(ids.dtype) if self.bos else ids
 
-    def _reply_job(self, messages: list[dict[str, str]], reply: str) -> tuple[Job, np.ndarray]:
+    def _reply_jobs(self, messages: list[dict[str, str]], reply: str) -> tuple[list[Job], np.ndarray, int]:
+        """The jobs teacher-forcing ``reply`` after the rendered ``messages``, the reply's ids and the prompt's
+        length.  A prompt and reply longer than the context are scored in overlapping windows (as long texts are):
+        the first window keeps the end of the prompt as context."""
         data = self._encode(reply, "reply")
         _, p_ids, _ = self._prompt(messages)
         r_ids = self._engine.tokenize(data)
         full = np.concatenate([p_ids, r_ids]).astype(np.int32)
-        if len(full) > self._engine.n_ctx:
-            raise InputError(
-                f"prompt + reply is {len(full)} tokens, more than the context ({self._engine.n_ctx})"
-            )
-        return Job(full, len(p_ids), self.top_k), r_ids
+        return self._chunk_jobs(full, len(p_ids)), r_ids, len(p_ids)
 
     def _score_reply_blocking(self, messages: list[dict[str, str]], reply: str) -> Segment:
         (seg,) = self._score_replies_blocking([(messages, reply)], skip=False)
@@ -310,19 +313,28 @@ class LlamaCppBackend(BackendBase):
     def _score_replies_blocking(
         self, pairs: list[tuple[list[dict[str, str]], str]], skip: bool
     ) -> list[Segment | None]:
-        jobs: list[tuple[int, Job, np.ndarray]] = []
+        jobs: list[Job] = []
+        owned: list[tuple[int, int, np.ndarray, int]] = []  # pair, its number of jobs, reply ids, prompt tokens
         for i, (messages, reply) in enumerate(pairs):
             try:
-                job, r_ids = self._reply_job(messages, reply)
+                mine, r_ids, n_prompt = self._reply_jobs(messages, reply)
             except InputError:
                 if not skip:
                     raise
                 continue
-            jobs.append((i, job, r_ids))
+            jobs += mine
+            owned.append((i, len(mine), r_ids, n_prompt))
         out: list[Segment | None] = [None] * len(pairs)
-        results = self._engine.score([j for _, j, _ in jobs]) if jobs else []
-        for (i, _, r_ids), res in zip(jobs, results, strict=True):
-            out[i] = self._segment(pairs[i][1], Side.OUTPUT, r_ids, res, 0, special=None)
+        results = iter(self._engine.score(jobs) if jobs else [])
+        for i, k, r_ids, n_prompt in owned:
+            parts = [next(results) for _ in range(k)]
+            res = JobResult(*(np.concatenate([getattr(p, f) for p in parts])
+                              for f in ("logprob", "entropy", "top_ids", "top_logprob")))
+            seg = out[i] = self._segment(pairs[i][1], Side.OUTPUT, r_ids, res, 0, special=None)
+            seg.n_chunks = k
+            if k > 1:
+                seg.notes.append(f"prompt ({n_prompt} tokens) and reply ({len(r_ids)}) scored in {k} windows of <= "
+                                 f"{self._engine.n_ctx} tokens with {self.overlap} tokens of overlap")
         return out
 
     async def score_replies(
