@@ -3,12 +3,14 @@
 * Text and prompt scoring by teacher forcing (:class:`~guardrail.backends.llama_engine.LlamaEngine`), never
   ``echo=True``.  Texts longer than the context are scored in overlapping chunks: chunk ``c`` re-reads the
   last ``overlap`` tokens of chunk ``c-1`` as context and scores only tokens after them; ``Segment.n_chunks``
-  says how many.
+  says how many.  A reply whose prompt and text exceed the context likewise (the first window keeps the end of
+  the prompt).
 * The first token of a text has no prediction (SmolLM2's tokenizer adds no BOS): it is ``no_context``, not
   scored.  ``bos=True`` prepends the model's BOS token so that it is; the setting is part of the scorer id.
 * Entropy is exact (full vocabulary), so ``entropy_k`` is the vocabulary size.
-* Chat generation: our own decode loop over the model's chat template, returning raw (temperature 1) logprobs
-  of each chosen token with its top alternatives -- the same numbers teacher forcing gives.
+* Chat generation (llama_generation.py): our own decode loop over the model's chat template, returning raw
+  (temperature 1) logprobs of each chosen token with its top alternatives -- the same numbers teacher forcing
+  gives; no part of a stop string is ever streamed (stops.py).
 * Blocking model calls run on the backend's own worker thread, one at a time (the context is not thread-safe),
   admitted by a fair, bounded, cancel-safe :class:`~guardrail.backends.gate.ModelGate` (``max_waiting``; beyond
   it ``BackendBusyError``): waiters cost no thread, and a cancelled caller never leaves the model held.
@@ -17,7 +19,6 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
 import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -33,8 +34,8 @@ from ..types import Flag, Generation, LogprobMode, Segment, Side, Token, TopLogp
 from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .chat_template import render_chat
 from .gate import ModelGate
-from .llama_engine import COMPUTE_TYPES, Job, JobResult, LlamaEngine, check_gguf, compute_copy, logprob_rows
-from .stops import StopFilter
+from .llama_engine import COMPUTE_TYPES, Job, JobResult, LlamaEngine, check_gguf, compute_copy
+from .llama_generation import GenerationMixin
 
 __all__ = ["LlamaCppBackend"]
 
@@ -43,7 +44,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model"
 
 
-class LlamaCppBackend(BackendBase):
+class LlamaCppBackend(GenerationMixin, BackendBase):
     def __init__(
         self,
         model_path: str | Path | None = None,
@@ -345,81 +346,6 @@ class LlamaCppBackend(BackendBase):
         return await self._run(self._score_replies_blocking, [(list(m), r) for m, r in pairs], skip)
 
     # ------------------------------------------------------------------ generation
-    async def _stream_locked(self, req: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        eng = self._engine
-        p_ids = self._prompt_ids(req)
-        rng = np.random.default_rng(req.seed)
-        logits = await self._call(eng.start, p_ids)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        text = ""
-        stops = StopFilter(req.stop)  # nothing of a stop string is released
-        pos = len(p_ids)
-        for index in range(req.max_tokens):
-            tid = _choose(logits, req.temperature, req.top_p, rng)
-            res = logprob_rows(logits[None, :], np.array([tid]), req.top_logprobs)
-            piece = self._pieces[tid]
-            special = tid in eng.control
-            new = "" if special else decoder.decode(piece)
-            top = tuple(
-                TopLogprob(self._pieces[a].decode("utf-8", "replace"), float(b), int(a))
-                for a, b in zip(res.top_ids[0].tolist(), res.top_logprob[0].tolist(), strict=True)
-            )
-            flags = {Flag.SPECIAL} if special else set()
-            token = Token(piece.decode("utf-8", "replace") if special else new, piece,
-                          float(res.logprob[0]), tid, len(text), len(text) + len(new), top,
-                          frozenset(flags), float(res.entropy[0]))
-            text += new
-            out = stops.push(index, token, new)
-            finish = "stop" if tid in eng.eog or stops.stopped_at is not None else None
-            if finish is None and (index == req.max_tokens - 1 or pos + 1 >= eng.n_ctx):
-                finish = "length"
-            if finish and stops.stopped_at is None:
-                out += stops.flush()
-            for j, (i, tok, txt) in enumerate(out):
-                last = finish is not None and j == len(out) - 1
-                yield TokenEvent(index=i, token=tok, text=txt, finish_reason=finish if last else None,
-                                 prompt_tokens=len(p_ids) if last else None)
-            if finish:
-                if not out:
-                    yield TokenEvent(index=index, token=None, text="", finish_reason=finish, prompt_tokens=len(p_ids))
-                return
-            logits = await self._call(eng.step, tid, pos)
-            pos += 1
-
-    def _generation(self, req: GenerationRequest, events: list[TokenEvent], n_prompt: int) -> Generation:
-        """Assemble the output segment: content tokens aligned on the text, control tokens (end of turn)
-        kept in place with an empty span and the ``special`` flag."""
-        control = self._engine.control
-        streamed = [ev.token for ev in events if ev.token is not None]
-        content = [t for t in streamed if t.token_id not in control]
-        ids = np.array([t.token_id for t in content], dtype=np.int32)
-        text = b"".join(t.bytes for t in content).decode("utf-8", "replace")
-        res = JobResult(
-            np.array([t.logprob for t in content], np.float32), np.array([t.entropy for t in content], np.float32),
-            np.array([[a.token_id for a in t.top] for t in content], np.int32).reshape(len(content), -1),
-            np.array([[a.logprob for a in t.top] for t in content], np.float32).reshape(len(content), -1),
-        )
-        seg = self._segment(text, Side.OUTPUT, ids, res, 0, special=None)
-        aligned = iter(seg.tokens)
-        tokens = []
-        for t in streamed:
-            if t.token_id in control:
-                end = tokens[-1].end if tokens else 0
-                tokens.append(Token(t.text, t.bytes, t.logprob, t.token_id, end, end, t.top,
-                                    frozenset({Flag.SPECIAL}), t.entropy))
-            else:
-                tokens.append(next(aligned))
-        seg.tokens = tokens
-        # the answer is what the stream released: at a stop string, the tokens that spelled it were never released
-        # and a token that straddled it was cut there
-        cut = len("".join(ev.text for ev in events)) if any(req.stop) else len(text)
-        if cut < len(text):  # the stop string and what follows are not part of the answer
-            seg.tokens = [t for t in seg.tokens if t.start < cut]
-            for t in seg.tokens:
-                t.end = min(t.end, cut)
-            seg.text = text[:cut]
-        return Generation(output=seg, finish_reason=events[-1].finish_reason or "length", prompt_tokens=n_prompt)
-
     def _score_prompt_blocking(self, messages: list[dict[str, str]]) -> Segment:
         text, ids, mask = self._prompt(messages)
         (res,) = self._engine.score([Job(ids, 1, self.top_k)])
@@ -428,19 +354,3 @@ class LlamaCppBackend(BackendBase):
 
 def _plain(req: GenerationRequest) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in req.messages]
-
-
-def _choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    if temperature == 0.0:
-        return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
-    z -= z.max()
-    p = np.exp(z)
-    p /= p.sum()
-    if top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
-        q = np.zeros_like(p)
-        q[keep] = p[keep]
-        p = q / q.sum()
-    return int(rng.choice(len(p), p=p))
