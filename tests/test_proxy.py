@@ -20,7 +20,9 @@ from guardrail.errors import (
     BackendTimeoutError,
     BackendUnavailableError,
 )
+from guardrail.proxy.chat_request import CompletionRequest
 from guardrail.proxy.config import ApiKey, Limits, hash_key
+from guardrail.proxy.responses import legacy_logprobs
 from guardrail.types import Side
 
 
@@ -438,9 +440,51 @@ def test_text_completions_continue_a_raw_prompt_with_the_report():
     run(go())
 
 
+def test_text_completions_give_the_client_legacy_logprobs():
+    """``logprobs: N`` on /v1/completions: tokens, token_logprobs, top_logprobs (N alternatives, token -> logprob)
+    and text_offset into the completion's text, streamed too (offsets running over the chunks)."""
+    async def go():
+        async with proxy([benign(), generation(benign(12, seed=3)), benign(seed=8), stream_of(typical(20))]) as (
+                c, be, _):
+            r = await c.post("/v1/completions", json={"model": MODEL, "prompt": "The capital of France is",
+                                                      "max_tokens": 12, "temperature": 0.7, "logprobs": 0})
+            assert r.status_code == 200, r.text
+            choice = r.json()["choices"][0]
+            lp = choice["logprobs"]
+            assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == 12
+            assert "".join(lp["tokens"]) == choice["text"]
+            assert all(x <= 0 for x in lp["token_logprobs"]) and lp["top_logprobs"] == [{}] * 12
+            assert lp["text_offset"] == [sum(len(t) for t in lp["tokens"][:i]) for i in range(12)]
+            assert be.calls[1][1].logprobs
+            r = await c.post("/v1/completions", json={"model": MODEL, "prompt": "Once upon a time", "stream": True,
+                                                      "max_tokens": 30, "temperature": 0.7, "logprobs": 0})
+            ev = [e for e in sse_events(r.text)[:-1] if e["choices"] and e["choices"][0]["logprobs"]]
+            tokens = [t for e in ev for t in e["choices"][0]["logprobs"]["tokens"]]
+            offsets = [o for e in ev for o in e["choices"][0]["logprobs"]["text_offset"]]
+            text = "".join(e["choices"][0]["text"] for e in ev)
+            assert tokens and "".join(tokens) == text
+            assert offsets == [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+            assert all(e["choices"][0]["logprobs"]["top_logprobs"] == [{}] * len(e["choices"][0]["logprobs"]["tokens"])
+                       for e in ev)
+    run(go())
+    chat_req, _ = CompletionRequest.model_validate({"model": MODEL, "prompt": "x", "logprobs": 3}).as_chat()
+    assert chat_req.logprobs and chat_req.top_logprobs == 3  # N alternatives per token, as chat's top_logprobs
+
+
+def test_legacy_logprobs_shape_from_chat_logprobs():
+    content = [{"token": "Hel", "logprob": -0.5, "top_logprobs": [{"token": "Hel", "logprob": -0.5},
+                                                                   {"token": "Hi", "logprob": -1.5}]},
+               {"token": "lo", "logprob": -0.1, "top_logprobs": [{"token": "lo", "logprob": -0.1}]}]
+    lp, end = legacy_logprobs({"content": content}, offset=4)
+    assert lp == {"tokens": ["Hel", "lo"], "token_logprobs": [-0.5, -0.1],
+                  "top_logprobs": [{"Hel": -0.5, "Hi": -1.5}, {"lo": -0.1}], "text_offset": [4, 7]}
+    assert end == 9 and legacy_logprobs(None, 3) == (None, 3)
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"model": MODEL, "prompt": "x", "echo": True}, "echo"),
-    ({"model": MODEL, "prompt": "x", "logprobs": 2}, "logprobs"),
+    ({"model": MODEL, "prompt": "x", "logprobs": 21}, "logprobs"),
+    ({"model": MODEL, "prompt": "x", "logprobs": True}, "logprobs"),
     ({"model": MODEL, "prompt": ["a", "b"]}, "prompt"),
     ({"model": MODEL, "prompt": ""}, "prompt"),
     ({"model": MODEL}, "prompt"),

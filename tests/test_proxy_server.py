@@ -125,6 +125,14 @@ def test_text_completion_continues_a_raw_prompt(server):
     g = r.model_extra["guardrail"]
     assert g["prompt"]["p_value"] is not None and g["attempts"][0]["text"] == r.choices[0].text
     assert r.usage.prompt_tokens == 5  # the raw text's own tokens: no chat template around it
+    # the client's own logprobs, in the completions shape (the official client's typed Logprobs)
+    r = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8, temperature=0,
+                                  logprobs=2)
+    lp = r.choices[0].logprobs
+    assert lp is not None and "".join(lp.tokens) == r.choices[0].text and len(lp.token_logprobs) == len(lp.tokens)
+    assert all(x <= 0 for x in lp.token_logprobs) and all(len(t) == 2 for t in lp.top_logprobs)
+    assert all(lp.token_logprobs[i] <= max(t.values()) + 1e-9 for i, t in enumerate(lp.top_logprobs))
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
 
 
 def test_openai_async_client_concurrent_requests(server):

@@ -179,11 +179,17 @@ class CompletionRequest(BaseModel):
         if not prompt:
             raise ProxyError(400, "prompt: empty", param="prompt")
         extra = dict(self.model_extra or {})
-        for name, neutral in (("echo", False), ("suffix", None), ("best_of", 1), ("logprobs", None)):
+        for name, neutral in (("echo", False), ("suffix", None), ("best_of", 1)):
             if name in extra and extra[name] not in (neutral, None):
                 raise ProxyError(400, f"{name}: not supported by /v1/completions through the guard", param=name,
                                  code="unsupported_parameter")
             extra.pop(name, None)
+        n_top = extra.pop("logprobs", None)  # the legacy form: the number of alternatives per token (0..20)
+        if n_top is not None:
+            if isinstance(n_top, bool) or not isinstance(n_top, int) or not 0 <= n_top <= 20:
+                raise ProxyError(400, "logprobs: an integer from 0 to 20 (alternatives per token) or null",
+                                 param="logprobs")
+            extra.update(logprobs=True, top_logprobs=n_top)
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
                 "max_tokens": self.max_tokens, **extra}
         try:

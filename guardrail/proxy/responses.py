@@ -12,7 +12,7 @@ from typing import Any
 from ..guard.result import GuardResult
 from ..types import Flag, Token
 
-__all__ = ["completion_body", "logprobs_content", "sse_chunks", "text_chunk", "text_completion"]
+__all__ = ["TextChunks", "completion_body", "legacy_logprobs", "logprobs_content", "sse_chunks", "text_completion"]
 
 
 def _lp(x: float | None) -> float:
@@ -51,7 +51,7 @@ def sse_chunks(res: GuardResult, *, model: str, include_usage: bool, text: bool 
     cid, created = comp.get("id", f"chatcmpl-{res.report.request_id}"), comp.get("created", int(time.time()))
     choice = (comp.get("choices") or [{}])[0]
     content = (choice.get("message") or {}).get("content") or ""
-    shape = text_chunk if text else (lambda c: c)
+    shape = TextChunks() if text else (lambda c: c)
 
     def data(body: dict[str, Any]) -> bytes:
         return b"data: " + json.dumps(shape(body), separators=(",", ":")).encode() + b"\n\n"
@@ -71,17 +71,44 @@ def sse_chunks(res: GuardResult, *, model: str, include_usage: bool, text: bool 
     yield b"data: [DONE]\n\n"
 
 
+def legacy_logprobs(lp: dict[str, Any] | None, offset: int = 0) -> tuple[dict[str, Any] | None, int]:
+    """Chat logprobs (``{"content": [...]}``) in the ``/v1/completions`` shape -- ``tokens``, ``token_logprobs``,
+    ``top_logprobs`` (token -> logprob), ``text_offset`` (into the completion's text, as vLLM counts it, from
+    ``offset``) -- and the offset after them."""
+    if not lp or lp.get("content") is None:
+        return None, offset
+    out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for e in lp["content"]:
+        out["tokens"].append(e["token"])
+        out["token_logprobs"].append(e["logprob"])
+        out["top_logprobs"].append({a["token"]: a["logprob"] for a in e["top_logprobs"]})
+        out["text_offset"].append(offset)
+        offset += len(e["token"])
+    return out, offset
+
+
 def text_completion(body: dict[str, Any]) -> dict[str, Any]:
     """A chat completion body as ``/v1/completions`` answers (``text_completion``: the text in ``choices[].text``)."""
     out = {**body, "object": "text_completion", "id": str(body.get("id", "")).replace("chatcmpl-", "cmpl-", 1)}
     out["choices"] = [{"index": c.get("index", 0), "text": (c.get("message") or {}).get("content") or "",
-                       "logprobs": None, "finish_reason": c.get("finish_reason")} for c in body.get("choices", [])]
+                       "logprobs": legacy_logprobs(c.get("logprobs"))[0], "finish_reason": c.get("finish_reason")}
+                      for c in body.get("choices", [])]
     return out
 
 
-def text_chunk(chunk: dict[str, Any]) -> dict[str, Any]:
-    """A chat.completion.chunk as a streamed text_completion chunk."""
-    out = {**chunk, "object": "text_completion", "id": str(chunk.get("id", "")).replace("chatcmpl-", "cmpl-", 1)}
-    out["choices"] = [{"index": c.get("index", 0), "text": (c.get("delta") or {}).get("content") or "",
-                       "logprobs": None, "finish_reason": c.get("finish_reason")} for c in chunk.get("choices", [])]
-    return out
+class TextChunks:
+    """``chat.completion.chunk`` dicts as streamed ``text_completion`` chunks; the logprobs' text offsets run on
+    over the stream."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        out = {**chunk, "object": "text_completion", "id": str(chunk.get("id", "")).replace("chatcmpl-", "cmpl-", 1)}
+        choices = []
+        for c in chunk.get("choices", []):
+            lp, self.offset = legacy_logprobs(c.get("logprobs"), self.offset)
+            choices.append({"index": c.get("index", 0), "text": (c.get("delta") or {}).get("content") or "",
+                            "logprobs": lp, "finish_reason": c.get("finish_reason")})
+        out["choices"] = choices
+        return out

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from ..guard.streaming import StreamDelta, StreamEnd, StreamEvent, StreamStart
 from .errors import from_exception
-from .responses import logprobs_content, text_chunk
+from .responses import TextChunks, logprobs_content
 
 log = logging.getLogger("guardrail.proxy")
 
@@ -126,7 +126,7 @@ async def sse_stream(events: GuardStream, start: StreamStart, *, model: str, inc
                      text: bool = False) -> AsyncIterator[bytes]:
     """``text``: the chunks of a ``/v1/completions`` stream (``text_completion``)."""
     chunks = Chunks(start, model, logprobs=logprobs, top_logprobs=top_logprobs, include_usage=include_usage)
-    shape = text_chunk if text else (lambda c: c)
+    shape = TextChunks() if text else (lambda c: c)
     keepalive_s = KEEPALIVE_S if keepalive_s is None else keepalive_s
     try:
         if not text:
