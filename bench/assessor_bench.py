@@ -89,9 +89,8 @@ def _stored_streams(limit: int = 150):
     out = []
     for base in regimes("general"):
         temp = float(base.unit["temperature"])
-        gens = [g for g in store._items.values()
-                if g.temperature == temp and not g.loop and g.max_tokens >= (base.stream.calibrated_length
-                                                                             if base.stream else 0)]
+        length = base.stream.calibrated_length if base.stream else 0
+        gens = [g for g in store if g.temperature == temp and not g.loop and g.max_tokens >= length]
         out += [(base, g.tokens) for g in gens[:limit]]
     return out
 

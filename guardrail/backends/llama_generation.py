@@ -35,8 +35,7 @@ class GenerationMixin:
         rng = np.random.default_rng(req.seed)
         logits = await self._call(eng.start, p_ids)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        text = ""
-        stops = StopFilter(req.stop)  # nothing of a stop string is released
+        stops = StopFilter(req.stop)  # nothing of a stop string is released; stops.text: everything generated
         pos = len(p_ids)
         for index in range(req.max_tokens):
             tid = _choose(logits, req.temperature, req.top_p, rng)
@@ -49,10 +48,9 @@ class GenerationMixin:
                 for a, b in zip(res.top_ids[0].tolist(), res.top_logprob[0].tolist(), strict=True)
             )
             flags = {Flag.SPECIAL} if special else set()
+            at = len(stops.text)
             token = Token(piece.decode("utf-8", "replace") if special else new, piece,
-                          float(res.logprob[0]), tid, len(text), len(text) + len(new), top,
-                          frozenset(flags), float(res.entropy[0]))
-            text += new
+                          float(res.logprob[0]), tid, at, at + len(new), top, frozenset(flags), float(res.entropy[0]))
             out = stops.push(index, token, new)
             finish = "stop" if tid in eng.eog or stops.stopped_at is not None else None
             if finish is None and (index == req.max_tokens - 1 or pos + 1 >= eng.n_ctx):

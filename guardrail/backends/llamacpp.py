@@ -215,10 +215,7 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         for i, text in enumerate(texts):
             ids, full = seqs[i]
             parts = per_text[i]
-            res = JobResult(
-                np.concatenate([p.logprob for p in parts]), np.concatenate([p.entropy for p in parts]),
-                np.concatenate([p.top_ids for p in parts]), np.concatenate([p.top_logprob for p in parts]),
-            )
+            res = _joined(parts)
             # res covers full[1:]; align to ids (drop nothing with BOS, else token 0 has no prediction)
             first_scored = 0 if self.bos else 1
             seg = self._segment(text, side, ids, res, first_scored, special=None)
@@ -328,9 +325,7 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         out: list[Segment | None] = [None] * len(pairs)
         results = iter(self._engine.score(jobs) if jobs else [])
         for i, k, r_ids, n_prompt in owned:
-            parts = [next(results) for _ in range(k)]
-            res = JobResult(*(np.concatenate([getattr(p, f) for p in parts])
-                              for f in ("logprob", "entropy", "top_ids", "top_logprob")))
+            res = _joined([next(results) for _ in range(k)])
             seg = out[i] = self._segment(pairs[i][1], Side.OUTPUT, r_ids, res, 0, special=None)
             seg.n_chunks = k
             if k > 1:
@@ -354,3 +349,9 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
 
 def _plain(req: GenerationRequest) -> list[dict[str, str]]:
     return [{"role": m.role, "content": m.content} for m in req.messages]
+
+
+def _joined(parts: list[JobResult]) -> JobResult:
+    """The results of one text's (or reply's) context windows, in order, as one."""
+    return JobResult(np.concatenate([p.logprob for p in parts]), np.concatenate([p.entropy for p in parts]),
+                     np.concatenate([p.top_ids for p in parts]), np.concatenate([p.top_logprob for p in parts]))

@@ -232,7 +232,8 @@ class Calibrator(BaseModel):
         return Assessment(
             flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=p,
             resolution=1 / (n + 1), tail_p=continuous_p(cont, n),
-            score=float(np.mean(scores)), monitor_score=float(scores[0]), threshold=self._threshold(b, n, alpha), bucket=b, signal_p=signal_p,
+            score=float(np.mean(scores)), monitor_score=float(scores[0]), threshold=self._threshold(b, n, alpha),
+            bucket=b, signal_p=signal_p,
             top_signal=min(signal_p, key=signal_p.__getitem__), missing=self.missing(feat),
             beyond_fitted_length=self.max_len is not None and feat["n_scored"] > self.max_len,
         )

@@ -37,6 +37,24 @@ __all__ = ["StreamBounds", "stream_bounds"]
 _MARGIN = 1e-9  # relative slack on every bound, on the side that sends a boundary case to the full assessment
 
 
+def _last_true(ok, lo: float, hi: float, cap: float) -> float:
+    """The largest x (a point ``ok`` was evaluated at) with ``ok(x)``, for ``ok`` true at ``lo`` and true up to some
+    point and false beyond: ``hi`` moves out, doubling its distance from ``lo``, until ``ok`` fails there (+inf
+    once past ``cap``), then bisection to adjacent floats."""
+    step = hi - lo
+    while ok(hi):
+        if hi > cap:
+            return math.inf
+        lo, step = hi, 2 * step
+        hi = lo + step
+    for _ in range(200):  # to adjacent floats
+        mid = lo + (hi - lo) / 2
+        if not lo < mid < hi:
+            break
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
 def _largest_satisfying(tail: _Tail, c: float) -> float:
     """The largest x (a value the tail function was evaluated at) with ``tail.upper(x) >= c``; +inf when every x
     satisfies it, -inf when none does.  ``upper`` is non-increasing in x."""
@@ -45,20 +63,7 @@ def _largest_satisfying(tail: _Tail, c: float) -> float:
     lo = float(tail.ref[0]) - 1.0  # upper(lo) = 1
     if tail.upper(lo) < c:
         return -math.inf
-    hi, step = float(tail.ref[-1]) + 1.0, 1.0 + float(tail.ref[-1] - tail.ref[0])
-    while tail.upper(hi) >= c:
-        if hi > 1e300:
-            return math.inf
-        lo, hi, step = hi, hi + 2 * step, 2 * step
-    for _ in range(200):  # to adjacent floats
-        mid = lo + (hi - lo) / 2
-        if not lo < mid < hi:
-            break
-        if tail.upper(mid) >= c:
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return _last_true(lambda x: tail.upper(x) >= c, lo, float(tail.ref[-1]) + 1.0, 1e300)
 
 
 def _interval(tails: tuple[_Tail, _Tail], kind: str, c: float) -> tuple[float, float]:
@@ -89,17 +94,8 @@ def _common_score(cal: Calibrator, bucket: int, cut: float) -> float | None:
 
     if not ok(0.0):
         return None
-    lo, hi = 0.0, 1.0
-    while ok(hi):
-        if hi > 1e4:  # -log p of any signal is at most ~690 (P_FLOOR)
-            return math.inf
-        lo, hi = hi, hi * 2
-    for _ in range(200):
-        mid = lo + (hi - lo) / 2
-        if not lo < mid < hi:
-            break
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo * (1 - _MARGIN)
+    s = _last_true(ok, 0.0, 1.0, 1e4)  # -log p of any signal is at most ~690 (P_FLOOR): past 1e4 nothing aborts
+    return s * (1 - _MARGIN)
 
 
 class _DetectorBank:

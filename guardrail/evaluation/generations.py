@@ -89,6 +89,10 @@ class GenerationStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self):
+        """Every stored generation (any scorer, any request)."""
+        return iter(self._items.values())
+
     def get(self, scorer_id: str, prompt: str, temperature: float, seed: int, max_tokens: int) -> StoredGeneration | None:
         return self._items.get(_key(scorer_id, prompt, temperature, seed, max_tokens))
 
