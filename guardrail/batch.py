@@ -29,14 +29,15 @@ async def score_texts(
     progress: Callable[[int], None] | None = None,
     errors: Literal["raise", "skip"] = "raise",
 ) -> list[Segment | None]:
-    """Score ``texts`` in order.  ``progress(n)`` is called with the number of texts just finished."""
+    """Score ``texts`` in order.  ``progress(n)`` is called with the number of texts just finished.  The cache
+    is keyed by ``backend.text_cache_key``: the id of the scorer that scores the text, the one the segments carry."""
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    scorer_id = backend.scorer.id
+    key = backend.text_cache_key
     done: dict[str, Segment | None] = {}
     unique = list(dict.fromkeys(texts))
     if cache is not None:
-        done.update(cache.get_many(scorer_id, side, [t for t in unique if t]))
+        done.update(cache.get_many(key, side, [t for t in unique if t]))
     if progress and done:
         progress(sum(1 for t in texts if t in done))
     todo = [t for t in unique if t not in done]
@@ -55,7 +56,7 @@ async def score_texts(
                     segs.append(None)
         good = [s for s in segs if s is not None]
         if cache is not None and good:
-            cache.put_many(good)
+            cache.put_many(good, key=key)
         for t, s in zip(part, segs, strict=True):
             done[t] = s
         if progress:
@@ -82,9 +83,9 @@ async def score_replies(
         from .errors import UnscorableError
 
         raise UnscorableError(f"{backend.scorer.backend} cannot teacher-force replies: score outputs without context")
-    scorer_id = backend.scorer.id
+    key = backend.text_cache_key
     out: list[Segment | None] = [None] * len(pairs)
-    done = cache.get_replies(scorer_id, pairs) if cache is not None else {}
+    done = cache.get_replies(key, pairs) if cache is not None else {}
     for i, seg in done.items():
         out[i] = seg
     if progress and done:
@@ -94,7 +95,7 @@ async def score_replies(
         part = todo[a : a + batch_size]
         segs = await fn([([{"role": "user", "content": pairs[i][0]}], pairs[i][1]) for i in part], skip=True)
         if cache is not None:
-            cache.put_replies([pairs[i] for i in part], segs)
+            cache.put_replies([pairs[i] for i in part], segs, key=key)
         for i, s in zip(part, segs, strict=True):
             out[i] = s
         if progress:

@@ -147,7 +147,8 @@ class ScoreCache:
                 "oldest": oldest, "newest": newest}
 
     def get_many(self, scorer_id: str, side: Side, texts: Iterable[str]) -> dict[str, Segment]:
-        """Cached segments by text (only the hits)."""
+        """Cached segments by text (only the hits).  ``scorer_id``: the key they were put under (a backend's
+        ``text_cache_key``)."""
         db = self._conn()
         if db is None:
             return {}
@@ -184,20 +185,22 @@ class ScoreCache:
                 out[i] = seg
         return out
 
-    def put_replies(self, pairs: Sequence[tuple[str, str]], segments: Sequence[Segment | None]) -> None:
+    def put_replies(self, pairs: Sequence[tuple[str, str]], segments: Sequence[Segment | None], *,
+                    key: str | None = None) -> None:
         keyed = []
         for (c, r), seg in zip(pairs, segments, strict=True):
             if seg is not None:
                 keyed.append(dataclasses.replace(seg, text=_reply_text(c, r)))
-        self.put_many(keyed)
+        self.put_many(keyed, key=key)
 
-    def put_many(self, segments: Iterable[Segment]) -> None:
+    def put_many(self, segments: Iterable[Segment], *, key: str | None = None) -> None:
+        """Store segments under ``key`` (default: each segment's scorer id)."""
         db = self._conn()
         if db is None:
             return
         now = time.time()
         rows = [
-            (s.scorer_id, s.side.value, text_key(s.text),
+            (key or s.scorer_id, s.side.value, text_key(s.text),
              zlib.compress(json.dumps(segment_to_dict(s), separators=(",", ":")).encode(), 6), now)
             for s in segments
         ]

@@ -105,3 +105,27 @@ def test_a_cache_from_before_timestamps_is_migrated(tmp_path):
     c.put_many([_seg("a text")])
     assert c.info()["entries"] == 1 and c.purge(3600) == 0
     c.close()
+
+
+def test_a_backend_that_hands_text_to_a_separate_scorer_caches_under_that_scorers_id(tmp_path):
+    """LiteLLMBackend(scorer=X): the segments carry X's id, so the cache must read under X's id too (it read
+    under litellm's and wrote under X's: every re-run was a full miss)."""
+    import asyncio
+    import dataclasses
+
+    from guardrail.backends.base import ScorerInfo
+    from guardrail.backends.litellm import LiteLLMBackend
+    from guardrail.backends.scripted import ScriptedBackend
+    from guardrail.batch import score_texts
+
+    sid = ScorerInfo(backend="scripted", model="m", weights="w", tokenizer="tok", logprob_mode=LogprobMode.RAW)
+    seg = dataclasses.replace(_seg(), scorer_id=sid.id)
+    inner = ScriptedBackend([seg], scorer=sid)
+    backend = LiteLLMBackend("openai/some-model", scorer=inner)
+    assert backend.text_scorer.id == sid.id != backend.scorer.id
+    cache = ScoreCache(tmp_path / "s.sqlite")
+    first = asyncio.run(score_texts(backend, [seg.text], side=Side.PROMPT, cache=cache))
+    again = asyncio.run(score_texts(backend, [seg.text], side=Side.PROMPT, cache=cache))
+    assert first == again == [seg]
+    assert inner.remaining == 0 and len(inner.calls) == 1  # the second run came from the cache
+    assert (cache.hits, cache.misses) == (1, 1)

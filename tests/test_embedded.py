@@ -151,6 +151,30 @@ def test_bos_setting_scores_the_first_token(backend):
         b2.close()
 
 
+def test_top_k_is_not_part_of_the_scorer_id_but_of_the_cache_key(backend, tmp_path):
+    """Alternatives change no logprob: same id (baselines apply), same numbers; the cache keeps them apart so a
+    segment cached without alternatives never answers a request for them."""
+    from guardrail.batch import score_texts
+    from guardrail.cache import ScoreCache
+
+    b3 = LlamaCppBackend(top_k=3)
+    try:
+        assert b3.scorer.id == backend.scorer.id and "top_k" not in b3.scorer.id
+        assert b3.text_cache_key != backend.text_cache_key == backend.scorer.id
+        cache = ScoreCache(tmp_path / "s.sqlite")
+        text = "The cache keeps the alternatives apart."
+        (plain,) = run(score_texts(backend, [text], cache=cache))
+        (alts,) = run(score_texts(b3, [text], cache=cache))
+        assert cache.hits == 0  # the plain segment did not answer the request for alternatives
+        assert all(len(t.top) == 3 for t in alts.tokens[1:]) and not any(t.top for t in plain.tokens)
+        assert [t.logprob for t in alts.tokens] == [t.logprob for t in plain.tokens]
+        assert [t.entropy for t in alts.tokens] == [t.entropy for t in plain.tokens]
+        (again,) = run(score_texts(b3, [text], cache=cache))
+        assert cache.hits == 1 and again == alts
+    finally:
+        b3.close()
+
+
 def test_long_text_scored_in_overlapping_chunks(backend, fluent_text):
     small = LlamaCppBackend(n_ctx=256, overlap=32)
     try:

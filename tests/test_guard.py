@@ -369,3 +369,16 @@ def test_check_output_needs_an_output_side():
     guard, _ = make("prompt-screen", [])
     with pytest.raises(ConfigError, match="does not check outputs"):
         run(guard.check_output(USER, "x"))
+
+
+def test_a_backend_that_hands_prompts_to_its_own_scorer_is_judged_with_that_scorers_baseline():
+    """LiteLLMBackend(scorer=X) with no separate Guard scorer: the prompt side is X's (its id is the one its
+    segments carry), so the shipped prompt baseline applies; it was refused before (ids compared with litellm's)."""
+    from guardrail.backends.litellm import LiteLLMBackend
+
+    inner = ScriptedBackend([gibberish_suffix()], scorer=embedded_scorer())
+    backend = LiteLLMBackend("openai/some-model", scorer=inner)
+    guard = Guard(load_policy("prompt-screen"), backend, output_regimes=[])
+    d = run(guard.screen_messages(USER))
+    assert d.action == "reject" and d.verdicts[0].scorer == embedded_scorer().id
+    assert [c[0] for c in inner.calls] == ["score"]

@@ -144,6 +144,18 @@ class BackendBase:
         return self._scorer
 
     @property
+    def text_scorer(self) -> ScorerInfo:
+        """The scorer whose numbers ``score``/``score_many`` give: this backend's own unless it hands text
+        scoring to a separate scorer.  Caches and baseline checks of scored text key by its id."""
+        return self._scorer
+
+    @property
+    def text_cache_key(self) -> str:
+        """The score cache's key for text this backend scores: the text scorer's id, plus whatever changes the
+        segment without changing a number (the embedded scorer adds how many alternatives it reports)."""
+        return self.text_scorer.id
+
+    @property
     def capabilities(self) -> Capabilities:
         return self._caps
 
@@ -152,6 +164,9 @@ class BackendBase:
 class Backend(Protocol):
     @property
     def scorer(self) -> ScorerInfo: ...
+
+    @property
+    def text_scorer(self) -> ScorerInfo: ...
 
     @property
     def capabilities(self) -> Capabilities: ...

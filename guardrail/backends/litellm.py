@@ -179,6 +179,16 @@ class LiteLLMBackend(BackendBase):
         self._origin = Origin.of(self._scorer)
 
     # ------------------------------------------------------------------ protocol
+    @property
+    def text_scorer(self) -> ScorerInfo:
+        """Text is scored by the separate scorer when one is configured: its id, not this backend's, is the
+        one the segments carry and the cache and baseline checks use."""
+        return self._scorer_backend.text_scorer if self._scorer_backend is not None else self._scorer
+
+    @property
+    def text_cache_key(self) -> str:
+        return self._scorer_backend.text_cache_key if self._scorer_backend is not None else self._scorer.id
+
     async def aclose(self) -> None:
         if self._scorer_backend is not None:
             await self._scorer_backend.aclose()

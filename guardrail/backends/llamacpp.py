@@ -91,8 +91,9 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
             weights="sha256:" + sha[:16],
             tokenizer=tokenizer,
             logprob_mode=LogprobMode.RAW,
+            # top_k is not here: it sets how many alternatives a token lists, never a logprob or an entropy
             settings={"bos": "prepend" if bos else "none", "chunk": eng.n_ctx, "overlap": overlap,
-                      "top_k": top_k, "compute": compute},
+                      "compute": compute},
         )
         self._caps = Capabilities(
             prompt_logprobs=True, output_logprobs=True, max_top_k=100, logprob_mode=LogprobMode.RAW,
@@ -100,6 +101,12 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         )
 
     # ------------------------------------------------------------------ protocol
+    @property
+    def text_cache_key(self) -> str:
+        """The scorer id, and the number of alternatives when any: a segment cached without them must not
+        answer a request for them."""
+        return self._scorer.id + (f"#top_k={self.top_k}" if self.top_k else "")
+
     @property
     def engine(self) -> LlamaEngine:
         return self._engine

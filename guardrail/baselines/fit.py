@@ -206,7 +206,7 @@ async def fit_baseline(
         feats[name] = await featurize(backend, [u.text for u in by[name]], side, widths, cache, progress)
     attack_feats = [f for f in await featurize(backend, list(attacks), side, widths, cache) if f] if attacks else None
     b = fit_from_features(
-        backend.scorer, feats, {k: [u.group for u in v] for k, v in by.items()}, domain=domain, side=side,
+        backend.text_scorer, feats, {k: [u.group for u in v] for k, v in by.items()}, domain=domain, side=side,
         alphas=alphas, widths=widths, signals=signals, unit=unit, corpus=corpus, detector=detector,
         attack_feats=attack_feats, calibration=calibration, max_buckets=max_buckets, trend=trend,
     )

@@ -210,7 +210,7 @@ class Guard:
             if m.role not in rules.roles or not m.content.strip():
                 continue
             b, route = self.baseline_for("prompt", m.content)
-            key = (scorer.scorer.id, b.id, hashlib.sha256(m.content.encode("utf-8", "surrogatepass")).hexdigest())
+            key = (scorer.text_cache_key, b.id, hashlib.sha256(m.content.encode("utf-8", "surrogatepass")).hexdigest())
             v = self._cache.get(key)
             if v is None:
                 v = await self._judge_text(kind, scorer, b, m.content)
@@ -335,16 +335,17 @@ class Guard:
         try:
             seg = await self._score_prompt(scorer, text)
         except BackendError as e:  # no logprobs, unreachable, busy: the fail mode decides
-            return unscorable("prompt", str(e), scorer=scorer.scorer.id, scorer_kind=kind, baseline=b.id)
+            return unscorable("prompt", str(e), scorer=scorer.text_scorer.id, scorer_kind=kind, baseline=b.id)
         return observed(self.drift, b, judge(b, seg, side="prompt", scorer_kind=kind))
 
     async def _score_prompt(self, scorer: Backend, text: str) -> Segment:
         if self._score_cache is None:
             return await scorer.score(text, side=Side.PROMPT)
-        hit = self._score_cache.get_many(scorer.scorer.id, Side.PROMPT, [text]).get(text)
+        key = scorer.text_cache_key
+        hit = self._score_cache.get_many(key, Side.PROMPT, [text]).get(text)
         if hit is None:
             hit = await scorer.score(text, side=Side.PROMPT)
-            self._score_cache.put_many([hit])
+            self._score_cache.put_many([hit], key=key)
         return hit
 
     def _baseline_ids(self) -> dict[str, str]:

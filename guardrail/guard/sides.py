@@ -50,6 +50,8 @@ def pick_scorer(policy: Policy, backend: Backend, scorer: Backend | None, side: 
         if side == "output" and not hasattr(scorer, "score_reply"):
             raise ConfigError(f"{side}: the scorer {scorer.scorer.backend} cannot teacher-force a reply")
         return "embedded", scorer
+    if side == "prompt" and b.scorer_id == backend.text_scorer.id:  # the backend hands text to its own scorer
+        return "embedded", backend
     theirs = [backend.scorer.id] + ([scorer.scorer.id] if scorer is not None else [])
     raise ConfigError(
         f"{policy.where(side, 'baseline')}: {side} baseline {b.id} was fitted for scorer {b.scorer_id!r}; "
