@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from assessor_bench import bench_assessor  # noqa: E402
 from generation_bench import bench_generation  # noqa: E402
+from guard_bench import bench_guard  # noqa: E402
 
 GFLOP_PER_TOKEN = 0.27  # ~2 x 135M parameters
 N_TEXTS = 12
@@ -337,6 +338,14 @@ def markdown(res: dict) -> str:
                   f"| the stream end to end | {a['stream_ms']} ms | |",
                   f"| whole-text path re-run at every checkpoint | {a['whole_text_each_checkpoint_ms']} ms "
                   f"({a['whole_vs_stream']}x) | |"]
+    gd = res.get("guard")
+    if gd:
+        lines += ["", f"## The Guard's own overhead per request ({gd['policy']} policy, both sides: a "
+                  f"{gd['prompt_tokens']}-token prompt, a {gd['output_tokens']}-token answer; backend time excluded)", "",
+                  "| p50 ms | p99 ms | CPU ms (mean) | screen p50 ms | output score p50 ms | goal p50 ms |",
+                  "|---|---|---|---|---|---|",
+                  f"| {gd['p50_ms']} | {gd['p99_ms']} | {gd['mean_cpu_ms']} | {gd['stage_p50_ms']['screen_ms']} | "
+                  f"{gd['stage_p50_ms']['score_ms']} | {gd['goal_p50_ms']} |"]
     g = res.get("generation")
     if g:
         lines += ["", f"## Generation with the streaming assessor attached ({g['prompts']} prompts x {g['rounds']} "
@@ -382,6 +391,7 @@ def main() -> None:
         "stream": bench_stream(),
         "assessor": bench_assessor(),
         "generation": bench_generation(),
+        "guard": bench_guard(),
         "proxy": bench_proxy(),
     }
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

@@ -20,6 +20,7 @@ Definitions (all in nats unless the name says bits):
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections.abc import Sequence
 
@@ -117,31 +118,35 @@ class TokenArrays(BaseModel, arbitrary_types_allowed=True):
 
     @classmethod
     def from_segment(cls, seg: Segment) -> TokenArrays:
-        n = len(seg.tokens)
-        nll = np.full(n, np.nan)
-        start = np.empty(n, dtype=np.int64)
-        end = np.empty(n, dtype=np.int64)
-        nbytes = np.empty(n, dtype=np.int64)
-        ent = np.full(n, np.nan)
+        toks = seg.tokens
+        n = len(toks)
+        # one C-level pass per column (the request path's hot loop); None reads as NaN in a float array
+        nll = -np.array(list(map(_LOGPROB, toks)), dtype=np.float64).reshape(n)
+        flagged = [i for i, f in enumerate(map(_FLAGS, toks)) if f]
+        special = [i for i in flagged if Flag.SPECIAL in toks[i].flags]
+        nll[special] = math.nan  # a special token is not user text, whatever its value
+        start = np.fromiter(map(_START, toks), dtype=np.int64, count=n)
+        end = np.fromiter(map(_END, toks), dtype=np.int64, count=n)
+        nbytes = np.fromiter(map(len, map(_BYTES, toks)), dtype=np.int64, count=n)
+        ent = np.array(list(map(_ENTROPY, toks)), dtype=np.float64).reshape(n)
         counts = {Flag.CLAMPED: 0, Flag.MISSING: 0, Flag.SPECIAL: 0, Flag.NO_CONTEXT: 0}
-        for i, t in enumerate(seg.tokens):
-            start[i], end[i], nbytes[i] = t.start, t.end, len(t.bytes)
-            if t.entropy is not None:
-                ent[i] = t.entropy
-            if t.scored:
-                nll[i] = -t.logprob  # type: ignore[operator]
+        for i in np.flatnonzero(np.isnan(nll)).tolist():  # the few unscored tokens: why each one is
+            flags = toks[i].flags
+            for f in (Flag.SPECIAL, Flag.CLAMPED, Flag.NO_CONTEXT, Flag.MISSING):
+                if f in flags:
+                    counts[f] += 1
+                    break
             else:
-                for f in (Flag.SPECIAL, Flag.CLAMPED, Flag.NO_CONTEXT, Flag.MISSING):
-                    if f in t.flags:
-                        counts[f] += 1
-                        break
-                else:
-                    counts[Flag.MISSING] += 1
+                counts[Flag.MISSING] += 1
         return cls(
             nll=nll, start=start, end=end, nbytes=nbytes, entropy=ent,
             n_clamped=counts[Flag.CLAMPED], n_missing=counts[Flag.MISSING],
             n_special=counts[Flag.SPECIAL], n_no_context=counts[Flag.NO_CONTEXT],
         )
+
+
+_START, _END, _BYTES, _ENTROPY, _LOGPROB, _FLAGS = (
+    operator.attrgetter(k) for k in ("start", "end", "bytes", "entropy", "logprob", "flags"))
 
 
 class WholeStats(BaseModel):

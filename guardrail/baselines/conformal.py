@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 from ..errors import ConfigError
 from .detector import Detector
 from .features import Tail
-from .tails import P_FLOOR, _Tail, _tail_p, _tails_p, continuous_p, tail_count  # noqa: F401 (re-exported)
+from .tails import P_FLOOR, CountTail, _Tail, _tail_p, _tails_p, continuous_p, tail_count  # noqa: F401 (re-exported)
 
 __all__ = [
     "Assessment", "Bucket", "Calibrator", "Part", "continuous_p", "fit_calibrator", "length_ranges", "length_trend",
@@ -80,6 +80,14 @@ class Bucket(BaseModel):
         if arr is None:
             arr = arrays["\x00calib"] = np.asarray(self.calib, dtype=np.float64)
         return arr
+
+    def calib_tail(self) -> CountTail:
+        """The calibration scores' continuous count (tail_count), made once."""
+        arrays = self.__pydantic_private__["_arrays"]  # type: ignore[index]
+        t = arrays.get("\x00calib_tail")
+        if t is None:
+            t = arrays["\x00calib_tail"] = CountTail(self.calib_array())
+        return t
 
     def ref(self, signal: str) -> np.ndarray:
         arrays = self.__pydantic_private__["_arrays"]  # type: ignore[index]  # (no pydantic __getattr__ per call)
@@ -149,6 +157,12 @@ class Calibrator(BaseModel):
         """The buckets of the first part (every part has the same length ranges)."""
         return self.parts[0].buckets
 
+    @property
+    def inputs(self) -> frozenset[str]:
+        """The features an assessment reads: the signals and the detector's inputs."""
+        det = self.parts[0].detector
+        return frozenset(s for s in self.signals if s != "detector") | frozenset(det.features if det else ())
+
     def missing(self, feat: Mapping[str, float]) -> list[str]:
         """The signals this text has no finite value for, and the detector's inputs it lacks."""
         out = [s for s in self.signals if s != "detector" and not math.isfinite(float(feat.get(s, math.nan)))]
@@ -187,6 +201,7 @@ class Calibrator(BaseModel):
         for b, sc in zip(self.parts[part].buckets, per, strict=True):
             b.calib = sorted(sc)
             b._arrays.pop("\x00calib", None)
+            b._arrays.pop("\x00calib_tail", None)
         self._bounds.clear()
 
     def resolution(self) -> float:
@@ -221,9 +236,10 @@ class Calibrator(BaseModel):
         n_ge, cont, scores, logs = 0, 0.0, [], {s: 0.0 for s in self.signals}
         for k, pt in enumerate(self.parts):
             s, ps = self.combined(feat, b, k)
-            cal = pt.buckets[b].calib_array()
+            bk = pt.buckets[b]
+            cal = bk.calib_array()
             n_ge += cal.size - int(np.searchsorted(cal, s, "left"))
-            cont += tail_count(cal, s)
+            cont += bk.calib_tail().count(s)
             scores.append(s)
             for sig, p in ps.items():
                 logs[sig] += math.log(p)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from ..errors import ConfigError
 
@@ -52,19 +52,29 @@ class Detector(BaseModel):
     precision: list[list[float]] = []  # robust_cov
     coef: list[float] = []  # logistic
     intercept: float = 0.0
+    _arrs: dict = PrivateAttr(default_factory=dict)
 
     def missing(self, feat: Mapping[str, float]) -> list[str]:
         """Inputs with no finite value: the score treats them as typical (z = 0); the assessment lists them."""
         v = _vector(feat, self.features)
         return [n for n, x in zip(self.features, v.tolist(), strict=True) if not math.isfinite(x)]
 
+    def _np(self) -> dict[str, np.ndarray]:
+        """The parameters as arrays, made once (every assessment scores against every part's detector)."""
+        arrs = self.__pydantic_private__["_arrs"]  # type: ignore[index]
+        if not arrs:
+            arrs.update({k: np.asarray(getattr(self, k), dtype=np.float64)
+                         for k in ("mean", "scale", "location", "precision", "coef")})
+        return arrs
+
     def score(self, feat: Mapping[str, float]) -> float:
-        x = (_vector(feat, self.features) - np.asarray(self.mean)) / np.asarray(self.scale)
+        a = self._np()
+        x = (_vector(feat, self.features) - a["mean"]) / a["scale"]
         x = np.where(np.isfinite(x), x, 0.0)  # an unknown feature counts as typical
         if self.kind == "robust_cov":
-            d = x - np.asarray(self.location)
-            return float(math.sqrt(max(0.0, d @ np.asarray(self.precision) @ d)))
-        return float(x @ np.asarray(self.coef) + self.intercept)
+            d = x - a["location"]
+            return float(math.sqrt(max(0.0, d @ a["precision"] @ d)))
+        return float(x @ a["coef"] + self.intercept)
 
 
 def fit_detector(

@@ -35,7 +35,8 @@ Texts shorter than a width use one window over all their tokens (see guardrail.s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 import numpy as np
@@ -91,21 +92,32 @@ def repeat_run(ids: np.ndarray, period: int = REPEAT_PERIOD) -> int:
 
 def lag_repeat(keys: np.ndarray, max_lag: int = LAG_MAX, window: int = LAG_WINDOW) -> int:
     """max over lags p <= max_lag and windows of ``window`` consecutive positions of the number of positions i in
-    the window with keys[i] == keys[i - p] (a text shorter than the window: all its positions)."""
+    the window with keys[i] == keys[i - p] (a text shorter than the window: all its positions).
+
+    All lags at once: row i of ``eq`` says, per lag, whether token i equals the one p before it (False before the
+    text starts); a window reaching before position p only adds such zeros, so windows over all positions give
+    the same maximum as windows over positions p..n-1."""
     n = int(keys.shape[0])
-    best = 0
-    for p in range(1, min(max_lag, n - 1) + 1):
-        c = np.concatenate(([0], np.cumsum(keys[p:] == keys[:-p])))
-        w = min(window, c.shape[0] - 1)
-        best = max(best, int((c[w:] - c[:-w]).max()))
-    return best
+    lags = min(max_lag, n - 1)
+    if lags < 1:
+        return 0
+    padded = np.concatenate((np.full(lags, -1, dtype=np.int64), keys.astype(np.int64, copy=False)))
+    view = np.lib.stride_tricks.sliding_window_view(padded, lags + 1)  # row i: keys[i - lags .. i]
+    eq = view[:, :lags] == view[:, lags:]  # keys are >= 0: the -1 padding never matches
+    c = np.zeros((n + 1, lags), dtype=np.int32)
+    np.cumsum(eq, axis=0, out=c[1:])
+    w = min(window, n)
+    return int((c[w:] - c[:-w]).max())
 
 
 def token_keys(seg: Segment) -> np.ndarray:
-    """One integer per token, equal for tokens with equal bytes (what every backend returns, unlike ids)."""
+    """One integer per token, equal for tokens with equal bytes (what every backend returns, unlike ids): the
+    distinct byte strings numbered 0, 1, ... in order of first appearance."""
     index: dict[bytes, int] = {}
-    return np.fromiter((index.setdefault(t.bytes, len(index)) for t in seg.tokens), dtype=np.int64,
-                       count=len(seg.tokens))
+    return np.array([index.setdefault(b, len(index)) for b in map(_BYTES, seg.tokens)], dtype=np.int64)
+
+
+_BYTES = operator.attrgetter("bytes")
 
 
 def _excess_walk(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -137,40 +149,57 @@ def cusum_stretch(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[i
     return int(ok[start]), int(ok[end - 1]) + 1
 
 
-def features(seg: Segment, widths: Sequence[int]) -> dict[str, float] | None:
-    """Feature dict of a segment, or None when it is unscorable (no token with a logprob)."""
-    a = TokenArrays.from_segment(seg)
+def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = None,
+             only: Collection[str] | None = None) -> dict[str, float] | None:
+    """Feature dict of a segment, or None when it is unscorable (no token with a logprob).  ``arrays``: the
+    segment's column view when the caller has it already; ``only``: compute just these signals (a baseline's
+    inputs, on the request path), besides ``n_scored`` and ``entropy_k`` -- each value is the one the full dict
+    has."""
+    a = TokenArrays.from_segment(seg) if arrays is None else arrays
     ok = ~np.isnan(a.nll)
     v = a.nll[ok]
     n = int(v.shape[0])
     if n == 0:
         return None
+
+    def want(*names: str) -> bool:
+        return only is None or any(k in only for k in names)
+
     c = _cumsum(v)  # one cumulative sum serves every width
     out: dict[str, float] = {}
     for w in widths:
-        m = _means(c, min(w, n))
-        out[f"max_w{w}"] = float(m.max())
-        out[f"min_w{w}"] = float(m.min())
+        if want(f"max_w{w}", f"min_w{w}"):
+            m = _means(c, min(w, n))
+            out[f"max_w{w}"] = float(m.max())
+            out[f"min_w{w}"] = float(m.min())
     total = float(v.sum())
-    nbytes = int(a.nbytes[ok].sum()) or 1
-    ent = a.entropy[~np.isnan(a.entropy)]
-    keys = token_keys(seg)
-    m8 = _means(c, min(8, n))
     mean = total / n
     n_tok = int(a.nll.shape[0])
-    out.update(
-        whole_nll=mean,
-        bits_per_byte=total / np.log(2.0) / nbytes,
-        mean_entropy=float(ent.mean()) if ent.size else float("nan"),
-        distinct=len(set(keys.tolist())) / keys.size if keys.size else 1.0,
-        spike_frac=float((m8 > mean + 2.0).mean()),
-        excluded_frac=(a.n_clamped + a.n_missing) / n_tok if n_tok else 0.0,
-        surprise_cusum=surprise_cusum(a.nll, a.entropy),
-        repeat_run=float(repeat_run(keys)),
-        excess_cusum=surprise_cusum(a.nll, a.entropy, EXCESS_DRIFT),
-        same_run=float(max(0, repeat_run(keys, 1) + 1 - SAME_RUN_FREE) if keys.size else 0),
-        lag_repeat=float(lag_repeat(keys)),
-    )
+    if want("whole_nll"):
+        out["whole_nll"] = mean
+    if want("bits_per_byte"):
+        out["bits_per_byte"] = total / np.log(2.0) / (int(a.nbytes[ok].sum()) or 1)
+    if want("mean_entropy"):
+        ent = a.entropy[~np.isnan(a.entropy)]
+        out["mean_entropy"] = float(ent.mean()) if ent.size else float("nan")
+    if want("spike_frac"):
+        out["spike_frac"] = float((_means(c, min(8, n)) > mean + 2.0).mean())
+    if want("excluded_frac"):
+        out["excluded_frac"] = (a.n_clamped + a.n_missing) / n_tok if n_tok else 0.0
+    if want("surprise_cusum"):
+        out["surprise_cusum"] = surprise_cusum(a.nll, a.entropy)
+    if want("excess_cusum"):
+        out["excess_cusum"] = surprise_cusum(a.nll, a.entropy, EXCESS_DRIFT)
+    if want("distinct", "repeat_run", "same_run", "lag_repeat"):
+        keys = token_keys(seg)
+        if want("distinct"):
+            out["distinct"] = (int(keys.max()) + 1) / keys.size if keys.size else 1.0  # keys number the distinct
+        if want("repeat_run"):
+            out["repeat_run"] = float(repeat_run(keys))
+        if want("same_run"):
+            out["same_run"] = float(max(0, repeat_run(keys, 1) + 1 - SAME_RUN_FREE) if keys.size else 0)
+        if want("lag_repeat"):
+            out["lag_repeat"] = float(lag_repeat(keys))
     out["n_scored"] = float(n)  # metadata, not signals: the length bucket, and the kind of entropy behind them
     if seg.entropy_k is not None:
         out["entropy_k"] = float(seg.entropy_k)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ..backends.base import ScorerInfo
 from ..errors import ConfigError
@@ -67,12 +67,18 @@ class Baseline(BaseModel):
     # apart from the fitting ones (stream_calibration.py); None: streams fall back to Bonferroni over checkpoints
     stream: StreamCalibration | None = None
     checksum: str = ""
+    _id: tuple | None = PrivateAttr(default=None)  # (what the id is made of, the id)
 
     @property
     def id(self) -> str:
         """``domain/side@<12 hex of the scorer id>#<8 hex of the content>``: short, unique, stable."""
-        sc = hashlib.sha256(self.scorer_id.encode()).hexdigest()[:12]
-        return f"{self.domain}/{self.side}@{sc}#{(self.checksum or self._digest())[:8]}"
+        key = (self.domain, self.side, self.scorer_id, self.checksum)
+        memo = self.__pydantic_private__["_id"]  # type: ignore[index]  # (read on every verdict)
+        if memo is None or memo[0] != key or not self.checksum:
+            sc = hashlib.sha256(self.scorer_id.encode()).hexdigest()[:12]
+            memo = (key, f"{self.domain}/{self.side}@{sc}#{(self.checksum or self._digest())[:8]}")
+            self.__pydantic_private__["_id"] = memo  # type: ignore[index]
+        return memo[1]
 
     def _digest(self) -> str:
         body = self.model_dump(mode="json", exclude={"checksum"})

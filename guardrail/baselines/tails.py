@@ -15,7 +15,7 @@ import numpy as np
 
 from .features import Tail
 
-__all__ = ["P_FLOOR", "continuous_p", "tail_count"]
+__all__ = ["P_FLOOR", "CountTail", "continuous_p", "tail_count"]
 
 
 P_FLOOR = 1e-300  # smallest p-value reported: -log p <= 690.8
@@ -56,22 +56,36 @@ def _upper_p(ref: np.ndarray, x: float) -> float:
     return _Tail(ref).upper(x)
 
 
+class CountTail:
+    """A sorted calibration sample with what :func:`tail_count` needs worked out once (a bucket keeps one per
+    part: every assessment reads it)."""
+
+    __slots__ = ("arr", "beta", "counts", "n", "t", "u")
+
+    def __init__(self, cal: Sequence[float] | np.ndarray) -> None:
+        self.arr = np.asarray(cal, dtype=np.float64)
+        self.n = n = int(self.arr.size)
+        self.t, self.u, self.beta = min(n, max(5, n // 20)), math.nan, math.nan
+        self.counts = np.arange(n, 0, -1, dtype=np.float64)
+        if n:
+            self.u = float(self.arr[n - self.t])
+            self.beta = max(float(self.arr[n - self.t:].mean() - self.u), _resolution(self.arr, self.t), 1e-6)
+
+    def count(self, s: float) -> float:
+        if self.n == 0:
+            return 0.0
+        if s <= self.u:
+            return float(np.interp(s, self.arr, self.counts, left=float(self.n)))
+        return self.t * math.exp(-(s - self.u) / self.beta)
+
+
 def tail_count(cal: Sequence[float] | np.ndarray, s: float) -> float:
     """``#{i: cal_i >= s}`` for a sorted calibration sample as a continuous, decreasing function of ``s``: linear
     between consecutive calibration scores (equal to the count at each of them), and where fewer than
     t = max(5, n/20) scores reach ``s``, t exp(-(s - u) / beta) with u the t-th largest score and beta the mean
     excess of the top t over u (an exponential tail, as the signal references use).  It orders texts between
     calibration scores and beyond all of them, where the plain count ties."""
-    n = len(cal)
-    if n == 0:
-        return 0.0
-    arr = np.asarray(cal, dtype=np.float64)
-    t = min(n, max(5, n // 20))
-    u = float(arr[n - t])
-    if s <= u:
-        return float(np.interp(s, arr, np.arange(n, 0, -1, dtype=np.float64), left=float(n)))
-    beta = max(float(arr[n - t:].mean() - u), _resolution(arr, t), 1e-6)
-    return t * math.exp(-(s - u) / beta)
+    return CountTail(cal).count(s)
 
 
 def continuous_p(count: float, n: int) -> float:

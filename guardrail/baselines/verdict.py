@@ -79,14 +79,14 @@ def judge(baseline: Baseline, seg: Segment, *, side: Literal["prompt", "output"]
     """The verdict of ``baseline`` on ``seg`` (checked first: scorer, side, entropy kind -- a mismatch raises
     :class:`~guardrail.baselines.model.BaselineError`)."""
     baseline.check_segment(seg, f"{side} side")
-    feats = features(seg, baseline.widths)
+    arrays = TokenArrays.from_segment(seg)
+    feats = features(seg, baseline.widths, arrays, only=baseline.calibrator.inputs)
     common = dict(side=side, scorer=seg.scorer_id, scorer_kind=scorer_kind, baseline=baseline.id, message=message,
                   role=role)
     if feats is None:
         return Verdict(scorable=False, reason="no token of the text has a logprob", n_tokens=len(seg.tokens),
                        **common)
     a = baseline.assess(feats, max(baseline.target_alphas))  # the p-value does not depend on alpha
-    arrays = TokenArrays.from_segment(seg)
     spans = [Span(message=message, start=s, end=e, text=seg.text[s:e])
              for s, e in decision_spans(baseline, arrays, feats, a.top_signal)]
     v = Verdict(

@@ -66,6 +66,7 @@ class Guard:
         ``<name>~*`` ones of the output baseline's name; ``[]``: none, always the policy's baseline).
         ``drift``: the drift monitors every text judged afresh feeds (default: the process's; None: none)."""
         self.policy, self.backend, self.scorer, self.drift = policy, backend, scorer, drift
+        self._policy_hash = policy.hash  # (every report names it)
         self.review_queue: ReviewQueue = review_queue or InMemoryReviewQueue()
         self._clock = clock
         self._cache: OrderedDict[tuple[str, str, str], Verdict] = OrderedDict()
@@ -165,7 +166,7 @@ class Guard:
 
     def _start(self, request_id: str | None, model: str | None) -> tuple[GuardReport, Candidate]:
         pol = self.policy
-        report = GuardReport(request_id=request_id or uuid.uuid4().hex[:24], policy=pol.name, policy_hash=pol.hash,
+        report = GuardReport(request_id=request_id or uuid.uuid4().hex[:24], policy=pol.name, policy_hash=self._policy_hash,
                              action="allow", reason="", baselines=self._baseline_ids(),
                              scorers={s: k for s, (k, _) in self._judge_by.items()})
         return report, Candidate(model=model or self.backend.scorer.model, text=None, finish_reason=None)
