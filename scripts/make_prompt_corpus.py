@@ -202,42 +202,6 @@ def code_paste(shared: Path) -> list[dict]:
     return take([r for rs in per.values() for r in rs[:6]])
 
 
-LOCALE = Path("/usr/share/locale")
-GETTEXT_LICENCE = "each message belongs to its program and is distributed under that program's (DFSG-free) licence"
-_PLACEHOLDER = re.compile(r"%[-+ #0]*[0-9*]*(?:\.[0-9*]+)?[hlLqjzt]*[diouxXeEfgGcsp%]|%\d+\$\S|\{[^{}]*\}")
-
-
-def gettext_messages() -> list[dict]:
-    """Program messages translated by people (gettext catalogues of the Debian packages installed on the build
-    machine, /usr/share/locale/<lang>/LC_MESSAGES): help texts and errors in the same eleven languages.  Country
-    and language name lists (iso_*) are left out; a message must have four words or more and at most one
-    printf placeholder.  Group: the catalogue and message id, so one message's translations stay together."""
-    import gettext
-
-    out = []
-    for lang in LANGS:
-        recs = []
-        for mo in sorted((LOCALE / lang / "LC_MESSAGES").glob("*.mo")):
-            if mo.stem.startswith("iso_"):
-                continue
-            try:
-                with mo.open("rb") as f:
-                    cat = gettext.GNUTranslations(f)._catalog  # type: ignore[attr-defined]
-            except (OSError, UnicodeDecodeError, ValueError):
-                continue
-            for msgid, msgstr in cat.items():
-                if not isinstance(msgid, str) or not msgid or not isinstance(msgstr, str):
-                    continue
-                text = msgstr.strip()
-                if not 30 <= len(text) <= 1500 or len(text.split()) < 4 or len(_PLACEHOLDER.findall(text)) > 1:
-                    continue
-                recs.append({"prompt": text, "label": "benign", "source": "gettext_i18n", "lang": lang,
-                             "group": f"mo:{mo.stem}:{msgid}", "licence": GETTEXT_LICENCE,
-                             "origin": f"{mo.stem} {lang} translation (gettext catalogue)"})
-        out.extend(take(recs, CAP // len(LANGS) + 1))
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
