@@ -71,10 +71,10 @@ async def main() -> None:
                 rng.shuffle(other)
                 m = DriftMonitor.for_calibrator(base.calibrator, seed=r)
                 for v in own:
-                    m.observe(v._monitor[1], v._monitor[0])
+                    m.observe(v.monitor_point[1], v.monitor_point[0])
                 before += m.alarmed
                 k = len(m.alarms)
-                states = [m.observe(v._monitor[1], v._monitor[0]) for v in other]
+                states = [m.observe(v.monitor_point[1], v.monitor_point[0]) for v in other]
                 hit = next((i for i, s in enumerate(states, 1) if s.alarms > k), None)
                 until.append(hit)
             found = [u for u in until if u is not None]

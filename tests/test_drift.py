@@ -124,10 +124,10 @@ def test_real_text_in_domain_raises_no_alarm_and_another_domain_does(backend):
     code = asyncio.run(verdicts(_texts(DATA / "drift" / "code_python.jsonl")))
     m = DriftMonitor.for_calibrator(base.calibrator, seed=0)
     for v in medical:
-        m.observe(v._monitor[1], v._monitor[0])
+        m.observe(v.monitor_point[1], v.monitor_point[0])
     assert not m.alarmed, m.max_log10
     before = m.max_log10
-    states = [m.observe(v._monitor[1], v._monitor[0]) for v in code]
+    states = [m.observe(v.monitor_point[1], v.monitor_point[0]) for v in code]
     assert m.alarmed, m.max_log10
     until = next(i for i, s in enumerate(states, 1) if s.alarm)
     print(f"medical_qa: 60 held-back answers, max log10 M {before:.2f} before the switch; "

@@ -61,6 +61,7 @@ class Origin:
 # ---------------------------------------------------------------------------------------------- tokens
 _ABSENT = object()
 _NO_FLAGS: frozenset[Flag] = frozenset()
+_PARTIAL: frozenset[Flag] = frozenset((Flag.PARTIAL_UTF8,))
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -179,8 +180,8 @@ def output_segment(tokens: list[Token], origin: Origin, content: str | None = No
                              t.entropy))
             continue
         s, e, partial = next(it)
-        flags = set(t.flags) | ({Flag.PARTIAL_UTF8} if partial else set())
-        out.append(Token(text[s:e], t.bytes, t.logprob, t.token_id, s, e, t.top, frozenset(flags), t.entropy))
+        flags = t.flags | _PARTIAL if partial else t.flags
+        out.append(Token(text[s:e], t.bytes, t.logprob, t.token_id, s, e, t.top, flags, t.entropy))
         last_end = e
     if content is not None and len(content) < len(text):
         out = [t for t in out if t.start < len(content) or (Flag.SPECIAL in t.flags and t.start <= len(content))]

@@ -67,6 +67,12 @@ class Verdict(BaseModel):
     drift: DriftState | None = None  # set by a Guard with a drift board, for a text judged afresh
     _monitor: tuple[int, float] | None = PrivateAttr(default=None)  # (length bucket, monitor score)
 
+    @property
+    def monitor_point(self) -> tuple[int, float] | None:
+        """(length bucket, monitor score): what a drift monitor observes for this text (None: not judged here,
+        e.g. unscorable).  Not part of the report."""
+        return self._monitor
+
 
 def unscorable(side: Literal["prompt", "output"], reason: str, *, scorer: str, scorer_kind: ScorerKind,
                baseline: str | None = None, message: int | None = None, role: str | None = None) -> Verdict:

@@ -137,7 +137,7 @@ PROCESS_DRIFT = DriftBoard()  # the Guards of a process share it unless given th
 
 def observed(board: DriftBoard | None, baseline, v: Verdict) -> Verdict:
     """``v`` with its drift state, once its text was ranked by ``baseline``'s monitor (unscorable: as it is)."""
-    if board is not None and v._monitor is not None:
-        bucket, score = v._monitor
+    if board is not None and v.monitor_point is not None:
+        bucket, score = v.monitor_point
         v.drift = board.observe(baseline, v.side, score, bucket)
     return v
