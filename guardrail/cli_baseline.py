@@ -72,7 +72,8 @@ def _serving(spec: str, api_base: str | None, api_key_env: str | None):
     key = os.environ.get(api_key_env) if api_key_env else None
     if api_key_env and key is None:
         raise ConfigError(f"--api-key-env: the environment variable {api_key_env} is not set")
-    return OpenAIHTTPBackend(api_base, name, api_key=key)
+    # a vLLM server echoes prompt logprobs: its prompts (and texts) can be scored, so fitted for, too
+    return OpenAIHTTPBackend(api_base, name, api_key=key, echo_scoring=provider == "hosted_vllm")
 
 
 @app.command()
@@ -94,14 +95,15 @@ def fit(
     temperature: Annotated[float, typer.Option("--temperature", help="with --generate: sampling temperature")] = 0.7,
     seed: Annotated[int, typer.Option("--seed", help="with --generate: base seed (one per prompt)")] = 0,
     calibration: Annotated[str, typer.Option("--calibration", help="cross (default): cross-conformal over group folds of train+calib; split: reference from train, thresholds from calib")] = "cross",
-    serving: Annotated[str | None, typer.Option("--backend", help="with --generate: the serving model, as the proxy names it (openai/NAME or hosted_vllm/NAME with --api-base): its own answers and logprobs")] = None,
+    serving: Annotated[str | None, typer.Option("--backend", help="the serving model, as the proxy names it (openai/NAME or hosted_vllm/NAME, with --api-base): with --generate its own answers and logprobs; without, a vLLM server's prompt logprobs of the corpus (hosted_vllm/NAME)")] = None,
     api_base: Annotated[str | None, typer.Option("--api-base", help="with --backend: the server's OpenAI-compatible …/v1 URL")] = None,
     api_key_env: Annotated[str | None, typer.Option("--api-key-env", help="with --backend: environment variable holding the server's key")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Fit a baseline: score the corpus, split by group hash, calibrate on the fitting splits, report test rates.
-    With --generate --backend: an output baseline of a served model's own answers, for the proxy to judge that
-    model by its own logprobs (put the file in the proxy's baselines_dir, name it in a policy)."""
+    With --generate --backend: an output baseline of a served model's own answers; with --backend
+    hosted_vllm/NAME alone: a prompt (or text) baseline of the vLLM server's own prompt logprobs.  Either lets the
+    proxy judge that model by its own logprobs (put the file in the proxy's baselines_dir, name it in a policy)."""
     from .backends.llamacpp import LlamaCppBackend
     from .baselines.corpus import UnitRecipe, read_records
     from .baselines.fit import files_sha256, fit_baseline, fit_output_baseline
@@ -133,8 +135,10 @@ def fit(
                        "test_rates": [r.model_dump() for r in b.test_rates]}
             typer.echo(json.dumps(summary) if as_json else f"wrote {out} ({b.id})")
             return
-        if serving:
-            raise ConfigError("--backend fits an output baseline from the served model's own answers: add --generate")
+        if serving and not serving.startswith("hosted_vllm/"):
+            raise ConfigError("--backend without --generate scores the corpus through the served model's prompt "
+                              "logprobs, which only a vLLM server returns (hosted_vllm/NAME); for openai/NAME add "
+                              "--generate (an output baseline of its own answers)")
         alphas = [_alpha(a) for a in alpha]
         try:
             side_v = Side(side)
@@ -144,16 +148,24 @@ def fit(
         records = [r for p in data for r in read_records(p, text_field, group_field)]
         recipe = UnitRecipe(kind="chunk" if lengths else "record", chunk_chars=lengths, per_doc=max_per_doc)
         units = recipe.cut(records, max_units)
-        backend = LlamaCppBackend(model)
+        # the embedded scorer, or a vLLM server's own prompt logprobs (echo): then the proxy judges that side of
+        # the served model by its own logprobs with this baseline
+        backend = _serving(serving, api_base, api_key_env) if serving else LlamaCppBackend(model)
         cache = _cache(cache_dir)
         with _progress() as bar:
             task = bar.add_task(f"scoring {domain}", total=len(units))
-            b, _ = asyncio.run(fit_baseline(
-                backend, units, domain=domain, side=side_v, alphas=alphas,
-                unit={**recipe.model_dump(), "max_per_doc": max_per_doc, "max_units": max_units},
-                corpus={"files": [p.name for p in data], "sha256": files_sha256(data), "n_records": len(records)},
-                cache=cache, progress=lambda n: bar.advance(task, n), calibration=calibration,
-            ))
+
+            async def fit_units():  # one event loop: the backend's client belongs to it
+                try:
+                    return await fit_baseline(
+                        backend, units, domain=domain, side=side_v, alphas=alphas,
+                        unit={**recipe.model_dump(), "max_per_doc": max_per_doc, "max_units": max_units},
+                        corpus={"files": [p.name for p in data], "sha256": files_sha256(data),
+                                "n_records": len(records)},
+                        cache=cache, progress=lambda n: bar.advance(task, n), calibration=calibration)
+                finally:
+                    await backend.aclose()
+            b, _ = asyncio.run(fit_units())
         save_baseline(b, out)
         summary = {"baseline": b.id, "path": str(out), "corpus": b.corpus,
                    "test_rates": [r.model_dump() for r in b.test_rates]}

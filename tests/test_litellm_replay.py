@@ -262,3 +262,40 @@ def test_scorer_ids_differ_per_provider_and_model():
     assert len({a.scorer.id, b.scorer.id, c.scorer.id}) == 3
     assert isinstance(a, Backend) and isinstance(c, Backend)
     assert a.capabilities.logprob_mode.value == "raw_logprobs"
+
+
+def test_openai_http_backend_scores_text_through_vllm_echo_only_when_told():
+    """OpenAIHTTPBackend (the proxy's hot path) scores a prompt through a vLLM server's echo (the recorded real
+    answer), with its k alternatives bounding each entropy; without echo_scoring it is unscorable, never a 0."""
+    from guardrail.backends.openai_http import OpenAIHTTPBackend
+
+    body = load("d_completions_echo_max_tokens_1.json")
+    sent = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path, json.loads(request.content)))
+        return httpx.Response(200, json=body)
+
+    async def go(echo: bool):
+        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        b = OpenAIHTTPBackend(BASE, "smollm2-135m", client=client, echo_scoring=echo)
+        try:
+            assert b.capabilities.prompt_logprobs is echo
+            return await b.score(ECHO_PROMPT, side=Side.PROMPT), b
+        finally:
+            await client.aclose()
+
+    seg, b = run(go(True))
+    path, req_body = sent[0]
+    assert path == "/v1/completions" and req_body["echo"] is True and req_body["logprobs"] == 5
+    assert req_body["prompt"] == ECHO_PROMPT and req_body["max_tokens"] == 1
+    assert seg.text == ECHO_PROMPT and seg.side is Side.PROMPT and seg.scorer_id == b.scorer.id
+    lps = body["choices"][0]["logprobs"]["token_logprobs"]
+    assert [t.logprob for t in seg.tokens][1:] == lps[1:len(seg.tokens)] and seg.tokens[-1].end == len(ECHO_PROMPT)
+    # k as asked, although one token lists 6 (the prompt token besides the top 5): a text-dependent k would be
+    # refused by the baseline fitted with the other one
+    assert sorted({len(t.top) for t in seg.tokens[1:]}) == [5, 6]
+    assert seg.entropy_k == 5 and all(t.entropy is not None and t.entropy > 0 for t in seg.tokens[1:])
+    with pytest.raises(UnscorableError):
+        run(go(False))
+    assert len(sent) == 1  # nothing was asked of a server that does not echo

@@ -91,3 +91,59 @@ def test_baseline_fitted_for_the_served_model_judges_its_own_logprobs(vllm_serve
             assert out_d["p_value"] is not None and out_d["verdicts"][0]["scorable"]
             assert r.json()["choices"][0]["logprobs"] is None  # asked for the judge, not returned
     asyncio.run(go())
+
+
+def test_prompt_baseline_fitted_on_the_served_models_prompt_logprobs(vllm_server, tmp_path):
+    """`guardrail baseline fit --side prompt --backend hosted_vllm/…` (no --generate): the corpus scored by the
+    vLLM server's own prompt logprobs (echo); the proxy, given that baseline, screens prompts with vLLM's own
+    logprobs (no embedded model loaded): a benign prompt passes, a GCG-suffixed one is flagged."""
+    from typer.testing import CliRunner
+
+    from guardrail.cli import app as cli
+
+    rows = {}
+    for f in ("benign_sample.jsonl", "eval_prompts.jsonl"):
+        for line in (Path(__file__).parent / "data" / f).read_text().splitlines():
+            r = json.loads(line)
+            if r.get("label") == "benign":
+                rows[r["prompt"]] = r
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in rows))
+    bdir = tmp_path / "baselines"
+    bdir.mkdir()
+    out = bdir / "myvllmp.prompt.json"
+    res = CliRunner().invoke(cli, ["baseline", "fit", "--data", str(data), "--domain", "myvllmp", "--out", str(out),
+                                   "--side", "prompt", "--text-field", "prompt", "--alpha", "0.1",
+                                   "--cache-dir", str(tmp_path / "cache"),
+                                   "--backend", f"hosted_vllm/{vllm_server.model}", "--api-base",
+                                   vllm_server.base_url, "--json"])
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(res.output)
+    assert fitted["baseline"].startswith("myvllmp/prompt@")
+    b = json.loads(out.read_text())
+    assert b["scorer_id"].startswith("openai_http:") and b["entropy_k"] == 5  # vLLM's echo, 5 alternatives asked
+    policy = tmp_path / "screen.yaml"
+    policy.write_text("name: screen\nprompt:\n  baseline: myvllmp\n  tiers: [{p: 0.1, action: annotate}]\n"
+                      "output:\n  enabled: false\n  tiers: [{p: 0.01, action: annotate}]\n")
+
+    async def go():
+        cfg = ProxyConfig(models={"v": ModelRoute(backend=f"hosted_vllm/{vllm_server.model}",
+                                                  api_base=vllm_server.base_url, policy=str(policy),
+                                                  timeout_s=300)}, baselines_dir=str(bdir))
+        app = create_app(cfg)
+        async with running(app, timeout=600) as c:
+            assert app.state.guardrail.scorer is None  # nothing else loaded: vLLM screens its own prompts
+            decided = {}
+            for name, prompt in (("benign", "What is the capital of France?"), ("gcg", GCG["prompt"])):
+                r = await c.post("/v1/chat/completions", json={
+                    "model": "v", "max_tokens": 8, "temperature": 0,
+                    "messages": [{"role": "user", "content": prompt}]})
+                assert r.status_code == 200, r.text
+                g = r.json()["guardrail"]
+                assert g["scorers"] == {"prompt": "serving"} and g["baselines"]["prompt"] == fitted["baseline"]
+                v = g["prompt"]["verdicts"][0]
+                assert v["scorable"] and v["scorer_kind"] == "serving" and v["p_value"] is not None
+                decided[name] = (g["action"], v["p_value"])
+            assert decided["benign"][0] == "allow" and decided["gcg"][0] == "annotate", decided
+            assert decided["gcg"][1] <= 0.1 < decided["benign"][1]
+    asyncio.run(go())

@@ -227,7 +227,7 @@ class LiteLLMBackend(BackendBase):
         choices = _dump(resp).get("choices") or []
         if not choices:
             raise UnscorableError(f"{self._where}: completion response without choices")
-        return echo_segment(choices[0], text, self._origin, side)
+        return echo_segment(choices[0], text, self._origin, side, self.top_k or None)
 
     async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]:
         return list(await asyncio.gather(*(self.score(t, side=side) for t in texts)))

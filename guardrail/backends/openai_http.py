@@ -5,8 +5,10 @@ One ``POST /chat/completions`` per generation: the request's pass-through fields
 vendor fields such as vLLM's) and the client's own messages go as they came; the answer's tool calls, refusal
 and system fingerprint come back on the Generation.  Output logprobs are asked for only when the request says
 so (``GenerationRequest.logprobs``); an answer without them is a Generation whose output has no tokens, which
-the Guard judges unscorable (its fail mode), never a score of 0.  Prompt logprobs are not asked for here (the
-embedded scorer screens prompts).  Faults map into guardrail's BackendError tree.
+the Guard judges unscorable (its fail mode), never a score of 0.  Text (a prompt) is scored only where the
+server echoes prompt logprobs (``echo_scoring``: vLLM's ``/completions`` with ``echo``, one call per text, the
+``score_top_k`` alternatives per token bounding its entropy); elsewhere the embedded scorer screens prompts.
+Faults map into guardrail's BackendError tree.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from ..errors import (
     BackendHTTPError,
     BackendTimeoutError,
     BackendUnavailableError,
+    InputError,
     UnscorableError,
 )
 from ..types import Generation, LogprobMode, Segment, Side
 from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
-from .openai_logprobs import Origin, chat_output_segment
+from .openai_logprobs import Origin, chat_output_segment, echo_segment
 from .stream_assembler import StreamAssembler
 
 __all__ = ["OpenAIHTTPBackend"]
@@ -40,9 +43,12 @@ class OpenAIHTTPBackend(BackendBase):
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
                  chunk_timeout: float | None = None, client: httpx.AsyncClient | None = None,
                  logprob_mode: LogprobMode = LogprobMode.RAW, tokenizer: str | None = None,
-                 max_top_k: int | None = 20, revision: str | None = None) -> None:
+                 max_top_k: int | None = 20, revision: str | None = None, echo_scoring: bool = False,
+                 score_top_k: int = 5) -> None:
         """The scorer identity is the served model (and ``revision``, when given), not the server's address: a
-        baseline fitted through one address holds through another for the same model."""
+        baseline fitted through one address holds through another for the same model.  ``echo_scoring``: the
+        server returns prompt logprobs with ``echo`` (vLLM): ``score`` then works, with ``score_top_k``
+        alternatives per token (a baseline records that k: its entropies are top-k lower bounds)."""
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
@@ -53,7 +59,8 @@ class OpenAIHTTPBackend(BackendBase):
         tok = tokenizer or f"served:{model}"
         self._scorer = ScorerInfo(backend="openai_http", model=model, weights=revision or f"served:{model}",
                                   tokenizer=tok, logprob_mode=logprob_mode, settings={})
-        self._caps = Capabilities(prompt_logprobs=False, output_logprobs=True, max_top_k=max_top_k,
+        self.echo_scoring, self.score_top_k = echo_scoring, score_top_k
+        self._caps = Capabilities(prompt_logprobs=echo_scoring, output_logprobs=True, max_top_k=max_top_k,
                                   logprob_mode=logprob_mode, tokenizer=tok, passthrough=True)
         self._origin = Origin.of(self._scorer)
 
@@ -66,8 +73,21 @@ class OpenAIHTTPBackend(BackendBase):
             await self._client.aclose()
 
     async def score(self, text: str, *, side: Side = Side.TEXT) -> Segment:
-        raise UnscorableError(f"{self._where}: no prompt logprobs through this backend (the embedded scorer "
-                              f"screens prompts)")
+        if not self.echo_scoring:
+            raise UnscorableError(f"{self._where}: no prompt logprobs through this backend (the embedded scorer "
+                                  f"screens prompts; a vLLM server echoes them: echo_scoring)")
+        if not isinstance(text, str) or not text:
+            raise InputError("text is empty: nothing to score")
+        body = {"model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "echo": True,
+                "logprobs": self.score_top_k}
+        async with self._errors():
+            r = await self._client.post(f"{self.base_url}/completions", json=body, headers=self._headers)
+            await self._raise_for(r)
+        try:
+            choice = r.json()["choices"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BackendHTTPError(f"{self._where}: not a completion: {r.text[:200]!r}", 502) from None
+        return echo_segment(choice, text, self._origin, side, self.score_top_k)
 
     async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]:
         return [await self.score(t, side=side) for t in texts]

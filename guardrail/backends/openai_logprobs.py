@@ -292,8 +292,13 @@ def prompt_segment(
 
 
 # ---------------------------------------------------------------------------------------------- echo
-def echo_segment(choice: Mapping[str, Any], prompt: str, origin: Origin, side: Side = Side.TEXT) -> Segment:
-    """Legacy completions ``echo`` logprobs of ``prompt`` -> a segment (generated tokens past it dropped)."""
+def echo_segment(choice: Mapping[str, Any], prompt: str, origin: Origin, side: Side = Side.TEXT,
+                 top_k: int | None = None) -> Segment:
+    """Legacy completions ``echo`` logprobs of ``prompt`` -> a segment (generated tokens past it dropped).
+
+    ``top_k``: the ``logprobs`` asked for, recorded as the segment's entropy k.  vLLM lists the prompt token
+    besides its k most likely alternatives when it is not among them (k or k + 1 entries), so the largest count
+    seen would make k depend on the text -- and a baseline refuses a text whose k differs from its own."""
     lp = choice.get("logprobs") or {}
     toks = lp.get("tokens") if isinstance(lp, Mapping) else None
     if not toks:
@@ -329,4 +334,4 @@ def echo_segment(choice: Mapping[str, Any], prompt: str, origin: Origin, side: S
             flags.add(flag)
         tokens.append(Token(prompt[s:e], pieces[i], logprob, _token_id(toks[i]), s, e, top, frozenset(flags),
                             entropy))
-    return origin.segment(prompt, side, tokens, _top_k(tokens), notes)
+    return origin.segment(prompt, side, tokens, top_k or _top_k(tokens), notes)

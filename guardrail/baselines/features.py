@@ -102,7 +102,8 @@ def lag_repeat(keys: np.ndarray, max_lag: int = LAG_MAX, window: int = LAG_WINDO
     if lags < 1:
         return 0
     padded = np.concatenate((np.full(lags, -1, dtype=np.int64), keys.astype(np.int64, copy=False)))
-    view = np.lib.stride_tricks.sliding_window_view(padded, lags + 1)  # row i: keys[i - lags .. i]
+    step = padded.strides[0]  # row i: keys[i - lags .. i] (a read-only strided view, no copy)
+    view = np.lib.stride_tricks.as_strided(padded, shape=(n, lags + 1), strides=(step, step), writeable=False)
     eq = view[:, :lags] == view[:, lags:]  # keys are >= 0: the -1 padding never matches
     c = np.zeros((n + 1, lags), dtype=np.int32)
     np.cumsum(eq, axis=0, out=c[1:])

@@ -115,7 +115,7 @@ class ProxyState:
             from ..backends.openai_http import OpenAIHTTPBackend
 
             return OpenAIHTTPBackend(route.api_base, route.backend.partition("/")[2], api_key=key,
-                                     timeout=route.timeout_s)
+                                     timeout=route.timeout_s, echo_scoring=route.backend.startswith("hosted_vllm/"))
         from ..backends.litellm import LiteLLMBackend
 
         return LiteLLMBackend(route.backend, api_base=route.api_base, api_key=key, timeout=route.timeout_s)
