@@ -41,3 +41,51 @@ def test_guarded_chat_through_a_real_llamacpp_server(llamacpp_server):
 
             await gcg_rejected_and_stream_text(c, "llama", GCG["prompt"])
     asyncio.run(go())
+
+
+def test_output_baseline_fitted_through_llamacpp_server_judges_its_own_logprobs(llamacpp_server, tmp_path):
+    """`guardrail baseline fit --generate --backend openai/NAME --api-base …` against llama-cpp-python's server:
+    an output baseline of that server's own answers and logprobs; the proxy judges the server's output with it
+    and loads no embedded model (its prompt side is off: this server returns no prompt logprobs)."""
+    from typer.testing import CliRunner
+
+    from guardrail.cli import app as cli
+
+    rows = {}
+    for f in ("benign_sample.jsonl", "eval_prompts.jsonl"):
+        for line in (Path(__file__).parent / "data" / f).read_text().splitlines():
+            r = json.loads(line)
+            if r.get("label") == "benign":
+                rows[r["prompt"]] = r
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"text": p}) + "\n" for p in rows))
+    bdir = tmp_path / "baselines"
+    bdir.mkdir()
+    out = bdir / "myllama.output.json"
+    res = CliRunner().invoke(cli, ["baseline", "fit", "--data", str(data), "--domain", "myllama", "--out", str(out),
+                                   "--generate", "--max-tokens", "12", "--temperature", "0.7", "--alpha", "0.1",
+                                   "--backend", "openai/smollm2", "--api-base", llamacpp_server, "--json"])
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(res.output)
+    assert fitted["baseline"].startswith("myllama/output@") and fitted["test_rates"]
+    policy = tmp_path / "own.yaml"
+    policy.write_text("name: own\nprompt:\n  enabled: false\n  tiers: [{p: 0.001, action: reject}]\n"
+                      "output:\n  baseline: myllama\n  tiers: [{p: 0.1, action: annotate}]\n"
+                      "regenerate: {max_attempts: 0}\n")
+
+    async def go():
+        cfg = ProxyConfig(models={"llama": ModelRoute(backend="openai/smollm2", api_base=llamacpp_server,
+                                                      policy=str(policy), timeout_s=180)}, baselines_dir=str(bdir))
+        app = create_app(cfg)
+        async with running(app, timeout=300) as c:
+            assert app.state.guardrail.scorer is None  # the server's own logprobs judge its output
+            r = await c.post("/v1/chat/completions", json={
+                "model": "llama", "max_tokens": 16, "temperature": 0.7, "seed": 3,
+                "messages": [{"role": "user", "content": "Give me a tip for keeping houseplants healthy."}]})
+            assert r.status_code == 200, r.text
+            g = r.json()["guardrail"]
+            assert g["scorers"] == {"output": "serving"} and g["baselines"]["output"] == fitted["baseline"]
+            out_d = g["attempts"][0]["output"]
+            assert out_d["p_value"] is not None and out_d["verdicts"][0]["scorable"]
+            assert out_d["verdicts"][0]["scorer_kind"] == "serving"
+    asyncio.run(go())
