@@ -78,16 +78,16 @@ def _serving(spec: str, api_base: str | None, api_key_env: str | None):
 
 @app.command()
 def fit(
-    data: DataOpt,
     domain: Annotated[str, typer.Option("--domain", help="domain id (corpus file stem, e.g. code_python)")],
     out: Annotated[Path, typer.Option("--out", help="where to write the baseline JSON")],
+    data: Annotated[list[Path] | None, typer.Option("--data", help="JSONL file(s) (or text files, one document each); default: the benign prompts shipped with guardrail (600, eight sources; field prompt)")] = None,
     text_field: FieldOpt = "text",
     group_field: GroupOpt = None,
     side: Annotated[str, typer.Option("--side", help="prompt | output | text")] = "text",
     alpha: Annotated[list[float], typer.Option("--alpha", help="target false-alarm rate(s)")] = [0.01, 0.05],  # noqa: B006
     chunk_chars: ChunkOpt = "none",
     max_per_doc: Annotated[int, typer.Option("--max-per-doc", help="chunks per document at most")] = 1000,
-    max_units: Annotated[int | None, typer.Option("--max-units", help="units per domain at most")] = None,
+    max_units: Annotated[int | None, typer.Option("--max-units", help="units per domain at most (with --generate: prompts)")] = None,
     cache_dir: CacheOpt = None,
     model: ModelOpt = None,
     generate: Annotated[bool, typer.Option("--generate", help="records are prompts: generate answers and fit an output-side baseline on their logprobs")] = False,
@@ -108,14 +108,17 @@ def fit(
     from .baselines.corpus import UnitRecipe, read_records
     from .baselines.fit import files_sha256, fit_baseline, fit_output_baseline
     from .baselines.model import save_baseline
+    from .baselines.registry import shipped_prompts
     from .types import Side
 
     try:
         if calibration not in ("cross", "split"):
             raise ConfigError(f"--calibration must be cross or split, got {calibration!r}")
+        if not data:  # the shipped benign prompts (see guardrail/data/prompts/README.md)
+            data, text_field, group_field = [shipped_prompts()], "prompt", "group"
         if generate:
             alphas = [_alpha(a) for a in alpha]
-            records = [r for p in data for r in read_records(p, text_field, group_field)]
+            records = [r for p in data for r in read_records(p, text_field, group_field)][:max_units]
             backend = _serving(serving, api_base, api_key_env) if serving else LlamaCppBackend(model)
             with _progress() as bar:
                 task = bar.add_task(f"generating {domain}", total=len(records))

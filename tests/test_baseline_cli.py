@@ -121,3 +121,20 @@ def test_record_signals_then_recalibrate(tmp_path):
     assert rc != 0 and "recorded against baseline" in se and "Traceback" not in se
     rc, _, se = cli("check", "--data", str(data), "--text-field", "prompt", "--record-signals", str(log))
     assert rc == 2 and "--record-signals needs --domain" in se
+
+
+def test_fit_without_data_uses_the_shipped_benign_prompts(tmp_path):
+    """No --data: the 600 benign prompts shipped in the package (field prompt) are the fitting data; the
+    corpus record names that file and its hash, --max-units takes the first units."""
+    from guardrail.baselines.fit import files_sha256
+    from guardrail.baselines.registry import shipped_prompts
+
+    rows = [json.loads(x) for x in shipped_prompts().read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 600 and all(r["prompt"] and r["licence"] for r in rows)
+    out = tmp_path / "d.json"
+    rc, so, se = cli("fit", "--domain", "dflt", "--side", "prompt", "--alpha", "0.1", "--max-units", "120",
+                     "--out", str(out), "--json", "--cache-dir", str(tmp_path / "cache"))
+    assert rc == 0, se
+    fit = json.loads(so)
+    assert fit["corpus"]["files"] == ["benign.jsonl"] and fit["corpus"]["sha256"] == files_sha256([shipped_prompts()])
+    assert sum(fit["corpus"]["n_units"].values()) == 120

@@ -9,13 +9,18 @@ from pathlib import Path
 
 from .model import Baseline, BaselineError, load_baseline
 
-__all__ = ["add_dir", "nearest_regime", "regimes", "remove_dir", "resolve", "shipped", "shipped_dir"]
+__all__ = ["add_dir", "nearest_regime", "regimes", "remove_dir", "resolve", "shipped", "shipped_dir", "shipped_prompts"]
 
 _extra_dirs: list[Path] = []
 
 
 def shipped_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "baselines"
+
+
+def shipped_prompts() -> Path:
+    """The benign prompts shipped with the package: `guardrail baseline fit`'s default fitting data."""
+    return Path(__file__).resolve().parents[1] / "data" / "prompts" / "benign.jsonl"
 
 
 def add_dir(path: str | Path) -> None:
