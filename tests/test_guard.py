@@ -355,7 +355,7 @@ def test_check_output_judges_a_given_answer_or_tool_call_without_generating():
     d = run(guard.check_output(USER, {"role": "assistant", "content": None, "tool_calls": [call]}))
     assert d.side == "output" and d.p_value is not None and d.action in ("allow", "annotate")
     assert scorer.calls[0] == ("score_reply", ([{"role": "user", "content": USER[0]["content"]}],
-                                               call["function"]["arguments"]))
+                                               f"transfer({call['function']['arguments']})"))
     d = run(guard.check_output(USER, "zq xv kk pl"))
     assert d.action in ("regenerate", "reject", "review") and remote.calls == []  # flagged; nothing generated
     # serving kind: the backend's own logprobs of the given text

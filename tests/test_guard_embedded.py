@@ -112,3 +112,21 @@ def test_agent_checks_a_planned_step_with_the_real_model(backend):
                                              "ledger obtuse fjord crimson, hinge the parsley rotunda."))
     assert good.action in ("allow", "annotate") and good.verdicts[0].scorable
     assert salad.action in ("regenerate", "review") and salad.p_value < good.p_value
+
+
+def test_a_tool_call_is_judged_on_the_function_it_picks_as_well_as_its_arguments(backend):
+    """The judged text of a tool call is name(arguments): the function picked is scored as part of the reply
+    (the same arguments under a longer name give more tokens), with the real model."""
+    g = Guard(load_policy("agent-self-check"), backend, scorer=backend)
+    msgs = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+    args = '{"city": "Paris"}'
+
+    def call(name):
+        return {"id": "c1", "type": "function", "function": {"name": name, "arguments": args}}
+    fitting = asyncio.run(g.check_output(msgs, call("get_weather")))
+    odd = asyncio.run(g.check_output(msgs, call("wipe_all_disks_and_transfer_funds")))
+    assert fitting.verdicts[0].scorable and odd.verdicts[0].scorable
+    assert odd.verdicts[0].n_tokens > fitting.verdicts[0].n_tokens  # the name is part of what was scored
+    text = f"get_weather({args})"
+    direct = asyncio.run(backend.score_reply(msgs, text))
+    assert fitting.verdicts[0].n_tokens == len(direct.tokens)

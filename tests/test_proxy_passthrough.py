@@ -54,7 +54,7 @@ def test_tools_content_parts_and_vendor_fields_reach_the_backend_unchanged_and_t
     async def go():
         with RecordingServer() as rec:
             # prompt: the system and user texts are screened (the image part is forwarded, not screened);
-            # output: the tool call's arguments are teacher-forced by the embedded scorer
+            # output: the tool call (name and arguments) is teacher-forced by the embedded scorer
             async with proxy_to(rec.base_url, [benign(seed=1), benign(30, seed=2, side=Side.OUTPUT)]) as (c, sc):
                 r = await c.post("/v1/chat/completions", json=sent)
                 assert r.status_code == 200, r.text
@@ -72,7 +72,7 @@ def test_tools_content_parts_and_vendor_fields_reach_the_backend_unchanged_and_t
                 assert g["scorers"] == {"prompt": "embedded", "output": "embedded"}
                 assert g["attempts"][0]["output"]["p_value"] is not None
                 replies = [arg for name, arg in sc.calls if name == "score_reply"]
-                assert replies[0][1] == TOOL_CALL["function"]["arguments"]  # the arguments were judged
+                assert replies[0][1] == f"get_weather({TOOL_CALL['function']['arguments']})"  # the call was judged
                 assert [name for name, _ in sc.calls] == ["score", "score_reply"]
                 assert body["usage"]["completion_tokens"] == 6 and body["usage"]["prompt_tokens"] == 11
     run(go())
@@ -134,8 +134,9 @@ def test_a_streamed_tool_call_comes_back_as_tool_call_deltas_and_its_arguments_a
                 assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
                 g = ev[-2]["guardrail"]
                 assert g["action"] in ("allow", "annotate") and g["attempts"][0]["text"] == ""
-                # the embedded scorer teacher-forced the merged arguments, as for a non-streamed tool call
-                assert sc.calls[-1][0] == "score_reply" and sc.calls[-1][1][-1] == TOOL_CALL["function"]["arguments"]
+                # the embedded scorer teacher-forced the merged call, name and arguments, as for a non-streamed one
+                assert sc.calls[-1][0] == "score_reply"
+                assert sc.calls[-1][1][-1] == f"get_weather({TOOL_CALL['function']['arguments']})"
                 assert rec.requests[0]["tools"] == TOOLS and rec.requests[0]["stream"] is True
     run(go())
 

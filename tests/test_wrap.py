@@ -79,7 +79,7 @@ def test_a_streamed_tool_call_comes_back_as_typed_tool_call_deltas():
         assert "".join(tc.function.arguments or "" for tc in calls) == TOOL_CALL["function"]["arguments"]
         assert not any(c.choices[0].delta.content for c in chunks)
         assert chunks[-1].choices[0].finish_reason == "tool_calls"
-        assert scorer.calls[-1][1][-1] == TOOL_CALL["function"]["arguments"]  # the arguments were judged
+        assert scorer.calls[-1][1][-1] == f"get_weather({TOOL_CALL['function']['arguments']})"  # the call was judged
 
 
 def test_async_client_gets_an_async_create():

@@ -1,5 +1,5 @@
 """Agents checking their own steps: an output the caller already has -- a planned answer, or a tool call
-(judged on its arguments) -- judged as the reply to the conversation, without generating anything."""
+(judged as `name(arguments)`) -- judged as the reply to the conversation, without generating anything."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ __all__ = ["check_output"]
 async def check_output(guard: Guard, messages: Sequence[Message | Mapping[str, Any]], output: str | Mapping[str, Any],
                        *, temperature: float = 0.0, tools: Sequence[Mapping[str, Any]] | None = None) -> SideDecision:
     """Judge an output the caller already has -- an agent's planned answer, or a tool call (an OpenAI
-    ``tool_calls`` entry or an assistant message with them: judged on the arguments) -- as the reply to
+    ``tool_calls`` entry or an assistant message with them: judged as ``name(arguments)``) -- as the reply to
     ``messages``, without generating anything; with ``tools`` (the tools the agent may call) a tool call is also
     checked against them when the policy says ``invalid_tool_call``.  Teacher-forced by the scorer of the output side; a serving
     backend that cannot score a given text makes the verdict unscorable (the policy's fail mode)."""

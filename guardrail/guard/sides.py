@@ -100,14 +100,19 @@ def n_output(gen: Generation) -> int:
 
 def judged_text(gen: Generation) -> str:
     """What the output side judges when it teacher-forces: the answer's text, or, for an answer with tool calls,
-    their arguments (what an agent would act on; with logprobs the output's tokens spell the model's raw tool-call
-    markup, which is not what the caller receives)."""
+    each call as ``name(arguments)`` on its own line -- what an agent would act on, the function it picked as
+    well as what it passes (with logprobs the output's tokens spell the model's raw tool-call markup, which is
+    not what the caller receives)."""
     calls = gen.message_extra.get("tool_calls") or []
     if not calls:
         return gen.output.text
-    args = [c.get("function", {}).get("arguments") for c in calls if isinstance(c, dict)]
-    return "\n".join(a for a in args if isinstance(a, str))
-
+    out = []
+    for c in calls:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if isinstance(fn, dict):
+            name, args = fn.get("name"), fn.get("arguments")
+            out.append(f"{name if isinstance(name, str) else ''}({args if isinstance(args, str) else ''})")
+    return "\n".join(out)
 
 
 def check_calls(d: SideDecision, rules: SideRules, gen: Generation, tools: Sequence[Any] | None) -> SideDecision:
