@@ -129,3 +129,43 @@ def test_a_backend_that_hands_text_to_a_separate_scorer_caches_under_that_scorer
     assert first == again == [seg]
     assert inner.remaining == 0 and len(inner.calls) == 1  # the second run came from the cache
     assert (cache.hits, cache.misses) == (1, 1)
+
+
+def test_the_generation_store_is_timestamped_and_purged_with_the_cache(tmp_path):
+    """Stored generations (prompts and answers at rest) carry the time they were written; `guardrail cache
+    purge` deletes the old ones with the score cache's (records from before timestamps count as oldest)."""
+    import asyncio
+    import json
+    import stat
+    import time
+
+    from typer.testing import CliRunner
+
+    from guardrail.backends.scripted import ScriptedBackend
+    from guardrail.cli import app as cli
+    from guardrail.evaluation.generations import GenerationStore
+    from guardrail.types import Generation
+
+    store_path = tmp_path / "generations.jsonl"
+    seg = _seg("an answer")
+    backend = ScriptedBackend([Generation(output=seg, finish_reason="stop", prompt_tokens=3) for _ in range(3)])
+    store = GenerationStore(store_path)
+    for prompt in ("p1", "p2", "p3"):
+        asyncio.run(store.generate(backend, prompt, 0.7, 1, 8))
+    assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
+    rows = [json.loads(x) for x in store_path.read_text().splitlines()]
+    assert all(abs(r["ts"] - time.time()) < 60 for r in rows)
+    rows[0]["ts"] = time.time() - 10 * 86400  # written ten days ago
+    del rows[1]["ts"]  # from before timestamps
+    store_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert GenerationStore(store_path).purge(5 * 86400) == 2
+    left = GenerationStore(store_path)
+    assert len(left) == 1 and next(iter(left)).prompt == "p3"
+    assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
+    cache = tmp_path / "scores.sqlite"
+    ScoreCache(cache).close()
+    r = CliRunner().invoke(cli, ["cache", "info", "--path", str(cache)])
+    assert json.loads(r.output)["generations"] == {"path": str(store_path), "entries": 1,
+                                                   "bytes": store_path.stat().st_size}
+    r = CliRunner().invoke(cli, ["cache", "purge", "--older-than", "0", "--path", str(cache)])
+    assert r.exit_code == 0 and "purged 1 generations" in r.output and not store_path.exists()

@@ -4,14 +4,16 @@ Generating is the expensive part of measuring a streaming assessor (15-35 tokens
 cores), so each generation is kept, keyed by (scorer id, prompt, temperature, seed, max_tokens), with what the
 assessor reads of every token (its raw logprob, entropy, bytes, whether special) exactly as the backend gave it
 at generation time: replaying a stored generation is the same stream, without re-tokenizing its text.  Loops
-(guardrail.loops) are labelled when stored.  One JSON line per generation, appended; the file is created 0600
-in a 0700 directory (it holds prompts and outputs, like the score cache).
+(guardrail.loops) are labelled when stored.  One JSON line per generation, appended, with the time it was
+written (``ts``); the file is created 0600 in a 0700 directory (it holds prompts and outputs, like the score
+cache), and ``guardrail cache purge --older-than DAYS`` purges it with the score cache.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,10 @@ class GenerationStore:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self._items: dict[tuple, StoredGeneration] = {}
+        self._load()
+
+    def _load(self) -> None:
+        self._items.clear()
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
                 if line.strip():
@@ -88,6 +94,32 @@ class GenerationStore:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def purge(self, older_than_s: float) -> int:
+        """Delete the generations written more than ``older_than_s`` seconds ago (records from before
+        timestamps count as oldest); the file is rewritten in place (0600), or removed when nothing is left.
+        Returns how many were deleted."""
+        if not self.path.exists():
+            return 0
+        cut = time.time() - older_than_s
+        keep, n = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            if float(json.loads(line).get("ts") or 0.0) < cut:
+                n += 1
+            else:
+                keep.append(line)
+        if not keep:
+            self.path.unlink()
+        elif n:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("\n".join(keep) + "\n")
+            tmp.replace(self.path)
+        self._load()  # what is left
+        return n
 
     def __iter__(self):
         """Every stored generation (any scorer, any request)."""
@@ -120,5 +152,5 @@ class GenerationStore:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a", encoding="utf-8") as f:
-            f.write(json.dumps(g.to_json(scorer_id), ensure_ascii=False) + "\n")
+            f.write(json.dumps({**g.to_json(scorer_id), "ts": round(time.time(), 3)}, ensure_ascii=False) + "\n")
         self._items[_key(scorer_id, g.prompt, g.temperature, g.seed, g.max_tokens)] = g
