@@ -130,3 +130,51 @@ def test_a_tool_call_is_judged_on_the_function_it_picks_as_well_as_its_arguments
     text = f"get_weather({args})"
     direct = asyncio.run(backend.score_reply(msgs, text))
     assert fitting.verdicts[0].n_tokens == len(direct.tokens)
+
+
+def test_the_real_scorer_teacher_forces_a_remote_stream_at_checkpoints(backend):
+    """stream.embedded_every: another backend's stream (scripted text) judged every 8 pieces by the real embedded
+    model teacher-forcing the answer so far: a plain answer is released whole and allowed after 5 checkpoints;
+    a stream of symbols from four scripts is cut at the first checkpoint with nothing released."""
+    import random
+
+    from guardrail.backends.base import TokenEvent
+    from guardrail.backends.scripted import ScriptedBackend
+    from guardrail.guard import StreamDelta
+    from guardrail.guard.policy import parse_policy
+
+    pol = parse_policy("name: tf\nprompt:\n  baseline: general\n  tiers: [{p: 0.001, action: reject}]\n"
+                       "output:\n  baseline: general\n  tiers: [{p: 0.01, action: reject}]\n"
+                       "stream: {embedded_every: 8, abort_p: 0.01}\n", "tf.yaml")
+    user = [{"role": "user", "content": "How do I keep my houseplants healthy?"}]
+    plain = ("Water them when the top inch of soil feels dry, give them bright indirect light, and make sure the pot "
+             "has drainage holes. Feed them a diluted fertilizer once a month during spring and summer, and wipe "
+             "the leaves now and then so they can breathe.")
+    rng = random.Random(2)
+    blocks = [(0x0400, 0x04FF), (0x16A0, 0x16F0), (0x2D30, 0x2D7F), (0x4E00, 0x4E80)]
+    symbols = "Water them when " + " ".join(
+        "".join(chr(rng.randint(*rng.choice(blocks))) for _ in range(rng.randint(1, 3))) for _ in range(40))
+
+    def stream_of(text):
+        words = text.split(" ")
+        out = [TokenEvent(index=i, token=None, text=w if i == 0 else " " + w) for i, w in enumerate(words)]
+        out[-1].finish_reason, out[-1].prompt_tokens = "stop", 10
+        return out
+
+    def run_stream(text):
+        g = Guard(pol, ScriptedBackend([stream_of(text)], delay=0.005), scorer=backend, output_regimes=[])
+
+        async def go():
+            return [e async for e in g.stream(user, max_tokens=64)]
+        out = asyncio.run(go())
+        return out[-1], "".join(e.text for e in out if isinstance(e, StreamDelta))
+
+    end, got = run_stream(plain)
+    st = end.result.report.stream
+    assert end.result.report.action == "allow" and got == plain
+    assert [c.tokens for c in st.checkpoints] == [8, 16, 24, 32, 40] and not any(c.abort for c in st.checkpoints)
+    assert st.threshold == 0.01 / 8  # Bonferroni over ceil(64 / 8) planned checkpoints
+    end, got = run_stream(symbols)
+    st = end.result.report.stream
+    assert end.finish_reason == "content_filter" and end.result.report.action == "reject" and got == ""
+    assert st.aborted_at == 8 and st.checkpoints[0].tail_p <= st.threshold

@@ -164,3 +164,43 @@ def test_remote_stream_of_a_rejected_prompt_is_cancelled():
     out = collect(guard, max_tokens=256)
     assert len(out) == 1 and isinstance(out[0], StreamEnd) and out[0].result.report.action == "reject"
     assert len(remote.streams) == 1 and remote.streams[0][1] is False and 0 < remote.streams[0][0] < 200
+
+
+def test_embedded_checkpoints_teacher_force_a_remote_stream_and_cut_it():
+    """stream.embedded_every = 8: every 8 streamed tokens of another backend the answer so far is teacher-forced
+    by the (embedded-identity) scorer and assessed; the second checkpoint reads word salad: the stream is cut
+    there, the client got the first 8 tokens only, the backend's stream was closed."""
+    from guard_helpers import embedded_scorer, word_salad
+
+    from guardrail.backends.scripted import ScriptedBackend
+    from guardrail.guard.policy import parse_policy
+
+    pol = parse_policy("name: tf\nprompt:\n  baseline: general\n  tiers: [{p: 0.001, action: reject}]\n"
+                       "output:\n  baseline: general\n  tiers: [{p: 0.01, action: reject}]\n"
+                       "stream: {embedded_every: 8, abort_p: 0.01}\n", "tf.yaml")
+    seg = typical(40)
+    scorer = ScriptedBackend([benign(), benign(8, seed=6, side=Side.OUTPUT), word_salad(16)],
+                             scorer=embedded_scorer())
+    remote = ScriptedBackend([events(seg, "length")], delay=0.01)  # still generating when the cut comes
+    guard = Guard(pol, remote, scorer=scorer, output_regimes=[])
+    out = collect(guard, max_tokens=40)
+    released = "".join(e.text for e in out if isinstance(e, StreamDelta))
+    text8 = "".join(t.text for t in seg.tokens[:8])
+    assert released == text8  # held back until the first checkpoint passed; nothing after
+    end = out[-1]
+    st = end.result.report.stream
+    assert end.finish_reason == "content_filter" and end.aborted and end.result.report.action == "reject"
+    assert st.check_every == 8 and st.method == "bonferroni" and st.threshold == 0.01 / 5
+    assert [c.tokens for c in st.checkpoints] == [8, 16] and st.aborted_at == 16 and not st.checkpoints[0].abort
+    assert "teacher-forced" in end.result.report.attempts[0].output.reason
+    replies = [arg[1] for name, arg in scorer.calls if name == "score_reply"]
+    assert replies == [text8, "".join(t.text for t in seg.tokens[:16])]
+    assert remote.streams[0][1] is False and remote.streams[0][0] < 40  # the backend's stream was closed
+
+
+def test_embedded_checkpoints_off_by_default_a_remote_stream_is_judged_at_its_end():
+    seg = typical(20)
+    guard, _remote_be, scorer = _remote([benign(), benign(20, seed=5, side=Side.OUTPUT)], [events(seg)])
+    out = collect(guard, max_tokens=32)
+    assert guard.policy.stream.embedded_every == 0 and out[-1].result.report.stream is None
+    assert [name for name, _ in scorer.calls] == ["score", "score_reply"]  # the whole answer, once

@@ -61,8 +61,13 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
             else:
                 bound, how = "about", f"Bonferroni over checkpoints every {st.check_every} tokens"
             lines.append(f"Streams: tokens are held back until a checkpoint passed; a normal answer is cut with "
-                         f"probability {bound} {st.abort_p:g} over its whole stream ({how}); judged by the serving "
-                         f"model's own logprobs only (an embedded scorer judges at the end).")
+                         f"probability {bound} {st.abort_p:g} over its whole stream ({how}) when the serving model's "
+                         f"own logprobs judge it; "
+                         + (f"a stream the embedded scorer judges is teacher-forced every {st.embedded_every} "
+                            f"tokens (Bonferroni over those checkpoints; model time grows with the answer's length "
+                            f"squared)." if st.embedded_every else
+                            "a stream the embedded scorer judges passes through and is judged at its end "
+                            "(stream.embedded_every: 0)."))
     else:
         lines.append("Output: not checked.")
     b = policy.budget

@@ -19,15 +19,19 @@ assesses every checkpoint (the evaluation's per-prefix ablation reads every tail
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from ..baselines.features import features
 from ..baselines.model import Baseline
 from ..baselines.stream_bounds import stream_bounds
 from ..baselines.stream_calibration import CheckpointFeatures
+from ..errors import BackendError, InputError
 from ..types import Token
 from .policy import StreamRules
 from .report import Checkpoint, StreamInfo
 
-__all__ = ["StreamAssessor"]
+__all__ = ["StreamAssessor", "TeacherForcedCheckpoints"]
 
 
 class StreamAssessor:
@@ -56,21 +60,54 @@ class StreamAssessor:
     def push(self, token: Token) -> Checkpoint | None:
         """Feed one output token; every ``check_every`` tokens, the checkpoint (recorded in ``info``)."""
         feats = self.points.push(token)
-        return self._check(feats) if feats is not None else None
+        return self.check(feats, self.n) if feats is not None else None
 
-    def _check(self, feats: dict[str, float]) -> Checkpoint:
+    def check(self, feats: dict[str, float], tokens: int) -> Checkpoint:
+        """The checkpoint of an output of ``tokens`` tokens whose features are ``feats`` (recorded in ``info``)."""
         if self.bounds is not None and self.bounds.clear(feats):
-            cp = Checkpoint(tokens=self.n)
+            cp = Checkpoint(tokens=tokens)
             self.info.cleared += 1
         else:
             # p-value and tail statistic do not depend on alpha; a budget below what the baseline was fitted for must
             # not make the assessment refuse mid-stream (the abort compares tail_p with the threshold)
             a = self.baseline.assess(feats, max(self.baseline.target_alphas))
-            cp = Checkpoint(tokens=self.n, p_value=a.p_value, tail_p=a.tail_p, top_signal=a.top_signal,
+            cp = Checkpoint(tokens=tokens, p_value=a.p_value, tail_p=a.tail_p, top_signal=a.top_signal,
                             abort=a.tail_p <= self.info.threshold)
         self.info.checkpoints.append(cp)
-        if self.info.calibrated_length is not None and self.n > self.info.calibrated_length:
+        if self.info.calibrated_length is not None and tokens > self.info.calibrated_length:
             self.info.beyond_calibrated = True
         if cp.abort and self.info.aborted_at is None:
-            self.info.aborted_at = self.n
+            self.info.aborted_at = tokens
         return cp
+
+
+class TeacherForcedCheckpoints:
+    """Checkpoints of another backend's stream judged by the embedded scorer (the policy's ``embedded_every``):
+    every k streamed tokens the answer so far is teacher-forced as the reply to the conversation and its
+    features assessed against the output baseline, with the stream's abort rule (Bonferroni over the planned
+    checkpoints: the shipped calibrations are for a model's own generations).  Each checkpoint re-scores the
+    whole answer so far: model time grows with the square of its length.  A checkpoint the scorer cannot
+    score (an answer of whitespace so far, the scorer busy) is skipped; the end of the stream is judged whole
+    either way."""
+
+    def __init__(self, baseline: Baseline, rules: StreamRules, max_tokens: int, scorer: Any,
+                 messages: Sequence[Mapping[str, Any]]) -> None:
+        every = rules.embedded_every
+        self.assessor = StreamAssessor(baseline.model_copy(update={"stream": None}),
+                                       rules.model_copy(update={"check_every": every}), max_tokens)
+        self.info = self.assessor.info
+        self.scorer, self.messages, self.every = scorer, list(messages), every
+        self.text, self.n = "", 0
+
+    async def push(self, text: str) -> Checkpoint | None:
+        """Feed one streamed token's text; every ``embedded_every`` tokens, the checkpoint (or None if skipped)."""
+        self.text += text
+        self.n += 1
+        if self.n % self.every or not self.text.strip():
+            return None
+        try:
+            seg = await self.scorer.score_reply(self.messages, self.text)
+        except (BackendError, InputError):
+            return None
+        feats = features(seg, self.assessor.baseline.widths, only=self.assessor.baseline.calibrator.inputs)
+        return self.assessor.check(feats, self.n) if feats is not None else None

@@ -7,8 +7,10 @@ finishes, the whole output gets the same decision as a non-streamed one before t
 
 What a stream cannot do: regenerate once text has been released (a ``regenerate`` tier then takes the ladder's
 ``on_exhausted`` action).  With the embedded scorer teacher-forcing another backend's output (no own-logprob
-baseline for the serving model), checkpoints need the scorer's logprobs, which arrive only for the whole text:
-such a stream passes through and is judged at its end (the report has no ``stream`` checkpoints).
+baseline for the serving model), checkpoints need the scorer's logprobs of the answer so far: with the policy's
+``stream.embedded_every`` = k, every k tokens the answer so far is teacher-forced and assessed
+(:class:`~guardrail.guard.stream_assess.TeacherForcedCheckpoints`, held back until then); with 0 such a stream
+passes through and is judged at its end (the report has no ``stream`` checkpoints).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..types import Generation, Side, Token
 from .report import Attempt, GuardReport, SideDecision, Usage
 from .result import GuardResult
 from .sides import messages_of
-from .stream_assess import StreamAssessor
+from .stream_assess import StreamAssessor, TeacherForcedCheckpoints
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -161,6 +163,13 @@ async def stream_chat(
         out_baseline = regime or guard.baseline_for("output", msgs[-1].content)[0]
         assessor = StreamAssessor(out_baseline, pol.stream, max_tokens)
         report.stream = assessor.info
+    teacher = None
+    if kind == "embedded" and pol.stream.enabled and pol.stream.embedded_every and raw_prompt is None:
+        b_out = guard.baseline_for("output", msgs[-1].content)[0]
+        teacher = TeacherForcedCheckpoints(b_out, pol.stream, max_tokens, guard._judge_by["output"][1],
+                                           [m.model_dump() for m in msgs])
+        report.stream = teacher.info
+    checking = assessor is not None or teacher is not None
     events: list[TokenEvent] = []
     held: list[TokenEvent] = []
     released, aborted, finish, n_prompt = 0, False, None, None
@@ -179,10 +188,14 @@ async def stream_chat(
                 ta = guard._clock()
                 cp = assessor.push(ev.token)
                 assess_s += guard._clock() - ta
+            elif teacher is not None and ev.tool_calls is None and (ev.text or ev.token is not None):
+                ta = guard._clock()
+                cp = await teacher.push(ev.text)
+                assess_s += guard._clock() - ta
             if cp is not None and cp.abort and not pol.shadow:
                 aborted = True
                 break
-            if (assessor is None or cp is not None) and not ev.finish_reason:
+            if (not checking or cp is not None) and not ev.finish_reason:
                 delta = _release(held)
                 released += len(delta.tokens)
                 held.clear()
@@ -201,14 +214,15 @@ async def stream_chat(
                      prompt_tokens=n_prompt or 0, message_extra={"tool_calls": calls} if calls else {})
     t = guard._clock()
     if aborted:
-        assert assessor is not None
-        cp = assessor.info.checkpoints[-1]
+        info = report.stream
+        assert info is not None
+        cp = info.checkpoints[-1]
         out_action = "reject"
         decision: SideDecision | None = SideDecision(
             side="output", action="reject", p_value=cp.p_value, tail_p=cp.tail_p, top_signal=cp.top_signal,
-            reason=f"output cut at token {cp.tokens}: tail_p={cp.tail_p:.3g} <= {assessor.info.threshold:.3g} "
-                   f"(stream budget {pol.stream.abort_p:g} over {assessor.info.planned_checkpoints} checkpoints; "
-                   f"top signal {cp.top_signal})")
+            reason=f"output cut at token {cp.tokens}: tail_p={cp.tail_p:.3g} <= {info.threshold:.3g} "
+                   f"(stream budget {pol.stream.abort_p:g} over {info.planned_checkpoints} checkpoints; "
+                   f"top signal {cp.top_signal}{'; the embedded scorer teacher-forced the answer so far' if teacher else ''})")
     else:
         decision = (await guard._judge_output(msgs, gen, sampling.temperature, req.extra.get("tools"))
                     if kind is not None else None)
