@@ -147,6 +147,9 @@ def fit(
             side_v = Side(side)
         except ValueError:
             raise ConfigError(f"--side must be prompt, output or text, got {side!r}") from None
+        if serving and side_v is Side.OUTPUT:
+            raise ConfigError("--backend with --side output: an output baseline of a served model is fitted on its "
+                              "own answers (add --generate); echo logprobs of given texts have no conversation")
         lengths = _chunks(chunk_chars)
         records = [r for p in data for r in read_records(p, text_field, group_field)]
         recipe = UnitRecipe(kind="chunk" if lengths else "record", chunk_chars=lengths, per_doc=max_per_doc)

@@ -33,6 +33,26 @@ def line_map(node: yaml.Node, path: tuple[Any, ...] = (), out: dict | None = Non
     return out
 
 
+def _duplicate_key(node: yaml.Node, path: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], int] | None:
+    """The first key given twice in one mapping (its path and line): YAML keeps the last silently, so a setting
+    written twice would be half-ignored."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for k, v in node.value:
+            if k.value in seen:
+                return (*path, k.value), k.start_mark.line + 1
+            seen.add(k.value)
+            found = _duplicate_key(v, (*path, k.value))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            found = _duplicate_key(v, (*path, i))
+            if found:
+                return found
+    return None
+
+
 def parse_yaml_model(text: str, source: str, model: type[M], *, what: str,
                      error: type[ConfigError] = ConfigError) -> tuple[M, dict[tuple[Any, ...], int]]:
     """Validate a YAML document as ``model``; returns it with its line map.  ``what`` names the document in the
@@ -45,6 +65,9 @@ def parse_yaml_model(text: str, source: str, model: type[M], *, what: str,
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise error(f"{where}: malformed YAML: {getattr(e, 'problem', None) or e}") from None
     lines = line_map(node) if node is not None else {}
+    dup = _duplicate_key(node) if node is not None else None
+    if dup is not None:
+        raise error(f"{source}:{dup[1]}: {'.'.join(str(x) for x in dup[0])}: key given twice")
     if data is None:
         data = {}
     if not isinstance(data, dict):

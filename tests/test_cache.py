@@ -157,8 +157,9 @@ def test_the_generation_store_is_timestamped_and_purged_with_the_cache(tmp_path)
     assert all(abs(r["ts"] - time.time()) < 60 for r in rows)
     rows[0]["ts"] = time.time() - 10 * 86400  # written ten days ago
     del rows[1]["ts"]  # from before timestamps
-    store_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert GenerationStore(store_path).purge(5 * 86400) == 2
+    store_path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"scorer": "cut sh')  # a write cut short
+    assert len(GenerationStore(store_path)) == 3  # the broken line is skipped, not a crash
+    assert GenerationStore(store_path).purge(5 * 86400) == 3  # the old, the untimestamped and the broken one
     left = GenerationStore(store_path)
     assert len(left) == 1 and next(iter(left)).prompt == "p3"
     assert stat.S_IMODE(store_path.stat().st_mode) == 0o600

@@ -150,3 +150,43 @@ def test_lag_repeat_sees_a_loop_with_a_changing_counter():
     assert lag_repeat(np.array(loop)) >= 26  # 5 of every 6 positions match at lag 6
     assert lag_repeat(np.arange(80)) == 0
     assert FEATURE_TAILS["lag_repeat"] == "high"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", " b", " !", "c", " dd", "<x>"]),
+                          st.one_of(st.none(), st.floats(-15.0, 0.0)), st.one_of(st.none(), st.floats(0.0, 8.0)),
+                          st.booleans()), min_size=0, max_size=60),
+       st.sets(st.sampled_from(["max_w8", "min_w16", "whole_nll", "bits_per_byte", "mean_entropy", "distinct",
+                                "spike_frac", "excluded_frac", "surprise_cusum", "excess_cusum", "repeat_run",
+                                "same_run", "lag_repeat", "log_len"])))
+def test_features_of_a_subset_equal_the_full_call(toks, only):
+    """``features(only=S)`` (the request path computes only what its baseline reads) gives, for every key it
+    returns, exactly the full call's value, on tokens with missing logprobs or entropies and special ones."""
+    from guardrail.baselines.features import features
+    from guardrail.types import Flag, LogprobMode, Segment, Side, Token
+
+    tokens, pos = [], 0
+    for text, lp, ent, special in toks:
+        tokens.append(Token(text, text.encode(), lp, None, pos, pos + len(text), (),
+                            frozenset({Flag.SPECIAL}) if special else frozenset(), ent))
+        pos += len(text)
+    seg = Segment("".join(t for t, *_ in toks), Side.OUTPUT, tokens, "t", "m", "k", LogprobMode.RAW, "s", entropy_k=9)
+    full, part = features(seg, (8, 16)), features(seg, (8, 16), only=only)
+    if full is None:
+        assert part is None
+        return
+    assert {"n_scored", "entropy_k"} <= part.keys() <= full.keys() and (only & full.keys()) <= part.keys()
+    for k, v in part.items():
+        assert v == full[k] or (np.isnan(v) and np.isnan(full[k])), k
+
+
+def test_a_calibrators_inputs_are_every_parts_detector_features():
+    """Each cross-conformal fold's detector drops inputs constant in its own units: the features a verdict
+    computes must cover every part's list, or a part would read a missing input as typical."""
+    from guardrail.baselines.registry import resolve
+
+    cal = resolve("general", "output").calibrator.model_copy(deep=True)
+    det = cal.parts[1].detector
+    assert det is not None and "excess_cusum" not in cal.inputs
+    cal.parts[1].detector = det.model_copy(update={"features": [*det.features, "excess_cusum"]})
+    assert "excess_cusum" in cal.inputs and set(cal.parts[0].detector.features) <= cal.inputs

@@ -172,9 +172,11 @@ def test_the_real_scorer_teacher_forces_a_remote_stream_at_checkpoints(backend):
     end, got = run_stream(plain)
     st = end.result.report.stream
     assert end.result.report.action == "allow" and got == plain
+    assert end.streamed and st.released_tokens == len(plain.split(" "))  # text-only events count as released
     assert [c.tokens for c in st.checkpoints] == [8, 16, 24, 32, 40] and not any(c.abort for c in st.checkpoints)
     assert st.threshold == 0.01 / 8  # Bonferroni over ceil(64 / 8) planned checkpoints
     end, got = run_stream(symbols)
     st = end.result.report.stream
     assert end.finish_reason == "content_filter" and end.result.report.action == "reject" and got == ""
+    assert not end.streamed and st.released_tokens == 0
     assert st.aborted_at == 8 and st.checkpoints[0].tail_p <= st.threshold

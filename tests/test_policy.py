@@ -58,6 +58,9 @@ def test_tiers_sorted_and_hash_ignores_comments():
         (GOOD.replace("p: 0.001, action: reject", "p: 0.001, action: regenerate"), 1, "outputs only"),
         (GOOD.replace("name: t", "name: t\n  bad: [indent"), 2, "malformed YAML"),
         (GOOD.replace("baseline: general", "baseline: ../etc/x.json", 1), 3, "never a path"),
+        (GOOD + "output:\n  enabled: false\n", 11, "output: key given twice"),  # YAML would keep the last
+        (GOOD.replace("  baseline: general\n  tiers:", "  baseline: general\n  baseline: code_python\n  tiers:", 1),
+         4, "prompt.baseline: key given twice"),
     ],
 )
 def test_bad_policy_names_file_line_field(text, line, needle):

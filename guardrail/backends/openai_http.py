@@ -65,6 +65,11 @@ class OpenAIHTTPBackend(BackendBase):
         self._origin = Origin.of(self._scorer)
 
     @property
+    def text_cache_key(self) -> str:
+        """The scorer id and the alternatives asked per token (they set the segments' entropy k)."""
+        return f"{self._scorer.id}#top_k={self.score_top_k}"
+
+    @property
     def _where(self) -> str:
         return f"{self.model} at {self.base_url}"
 

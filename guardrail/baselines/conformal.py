@@ -159,9 +159,10 @@ class Calibrator(BaseModel):
 
     @property
     def inputs(self) -> frozenset[str]:
-        """The features an assessment reads: the signals and the detector's inputs."""
-        det = self.parts[0].detector
-        return frozenset(s for s in self.signals if s != "detector") | frozenset(det.features if det else ())
+        """The features an assessment reads: the signals and every part's detector inputs (each fold's detector
+        drops the inputs that were constant in its own fitting units, so the lists may differ)."""
+        return frozenset(s for s in self.signals if s != "detector") | frozenset(
+            f for pt in self.parts if pt.detector is not None for f in pt.detector.features)
 
     def missing(self, feat: Mapping[str, float]) -> list[str]:
         """The signals this text has no finite value for, and the detector's inputs it lacks."""

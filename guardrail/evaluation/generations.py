@@ -73,6 +73,18 @@ class StoredGeneration:
                    d["finish_reason"], bool(d["loop"]), d.get("loop_onset"), toks)
 
 
+def _record(line: str) -> dict | None:
+    """One stored line, or None for a blank or unreadable one (a write cut short: skipped, purged)."""
+    if not line.strip():
+        return None
+    try:
+        d = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return d if isinstance(d, dict) and {"scorer", "prompt", "temperature", "seed", "max_tokens", "tokens"} <= d.keys() \
+        else None
+
+
 def _key(scorer_id: str, prompt: str, temperature: float, seed: int, max_tokens: int) -> tuple:
     return scorer_id, prompt, float(temperature), int(seed), int(max_tokens)
 
@@ -87,8 +99,8 @@ class GenerationStore:
         self._items.clear()
         if self.path.exists():
             for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    d = json.loads(line)
+                d = _record(line)
+                if d is not None:
                     self._items[_key(d["scorer"], d["prompt"], d["temperature"], d["seed"], d["max_tokens"])] = \
                         StoredGeneration.from_json(d)
 
@@ -106,7 +118,8 @@ class GenerationStore:
         for line in self.path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
-            if float(json.loads(line).get("ts") or 0.0) < cut:
+            d = _record(line)
+            if d is None or float(d.get("ts") or 0.0) < cut:  # a half-written line goes too
                 n += 1
             else:
                 keep.append(line)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..baselines.features import features
-from ..baselines.model import Baseline
+from ..baselines.model import Baseline, BaselineError
 from ..baselines.stream_bounds import stream_bounds
 from ..baselines.stream_calibration import CheckpointFeatures
 from ..errors import BackendError, InputError
@@ -93,6 +93,8 @@ class TeacherForcedCheckpoints:
     def __init__(self, baseline: Baseline, rules: StreamRules, max_tokens: int, scorer: Any,
                  messages: Sequence[Mapping[str, Any]]) -> None:
         every = rules.embedded_every
+        if every < 1:
+            raise ValueError("TeacherForcedCheckpoints needs stream.embedded_every >= 1")
         self.assessor = StreamAssessor(baseline.model_copy(update={"stream": None}),
                                        rules.model_copy(update={"check_every": every}), max_tokens)
         self.info = self.assessor.info
@@ -107,7 +109,8 @@ class TeacherForcedCheckpoints:
             return None
         try:
             seg = await self.scorer.score_reply(self.messages, self.text)
-        except (BackendError, InputError):
+            self.assessor.baseline.check_segment(seg, "stream checkpoint")
+        except (BackendError, InputError, BaselineError):
             return None
         feats = features(seg, self.assessor.baseline.widths, only=self.assessor.baseline.calibrator.inputs)
         return self.assessor.check(feats, self.n) if feats is not None else None

@@ -108,6 +108,11 @@ def _release(held: list[TokenEvent]) -> StreamDelta:
                        [c for e in held if e.tool_calls for c in e.tool_calls])
 
 
+def _pieces(held: list[TokenEvent]) -> int:
+    """Output tokens in ``held``: the events with a token, or with text where the backend sent no logprobs."""
+    return sum(1 for e in held if e.token is not None or (e.text and e.tool_calls is None))
+
+
 def merge_tool_calls(events: Sequence[TokenEvent]) -> list[dict[str, Any]]:
     """The streamed ``delta.tool_calls`` pieces put together, as a non-streamed message has them: per ``index``
     the first id, type and name, the arguments concatenated."""
@@ -197,7 +202,7 @@ async def stream_chat(
                 break
             if (not checking or cp is not None) and not ev.finish_reason:
                 delta = _release(held)
-                released += len(delta.tokens)
+                released += _pieces(held)
                 held.clear()
                 yield delta
     finally:
@@ -246,7 +251,7 @@ async def stream_chat(
                                                                res.report.review.mode == "audit")
     if held and delivered and not aborted:
         delta = _release(held)
-        released += len(delta.tokens)
+        released += _pieces(held)
         yield delta
     if report.stream is not None:
         report.stream.released_tokens = released
