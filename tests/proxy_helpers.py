@@ -23,6 +23,24 @@ def config(**kw) -> ProxyConfig:
     return ProxyConfig(models={MODEL: ModelRoute(**{"policies": ["default", "strict", "shadow"], **route})}, **kw)
 
 
+def fit_inputs(tmp_path, field: str = "text"):
+    """The benign test prompts (tests/data, deduplicated) as a JSONL file with ``field``, and an empty
+    baselines folder: what the fit-through-a-server tests give `guardrail baseline fit`."""
+    from pathlib import Path
+
+    rows = {}
+    for f in ("benign_sample.jsonl", "eval_prompts.jsonl"):
+        for line in (Path(__file__).parent / "data" / f).read_text().splitlines():
+            r = json.loads(line)
+            if r.get("label") == "benign":
+                rows[r["prompt"]] = r
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({field: p}) + "\n" for p in rows))
+    bdir = tmp_path / "baselines"
+    bdir.mkdir()
+    return data, bdir
+
+
 def user(text: str | None = None) -> list[dict]:
     """A user message with unique content (the Guard caches verdicts by content)."""
     return [{"role": "user", "content": text or f"question number {next(_n)} about rivers"}]

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from proxy_helpers import gcg_rejected_and_stream_text, running
+from proxy_helpers import fit_inputs, gcg_rejected_and_stream_text, running
 
 from guardrail.proxy import ProxyConfig, create_app
 from guardrail.proxy.config import ModelRoute
@@ -51,16 +51,7 @@ def test_output_baseline_fitted_through_llamacpp_server_judges_its_own_logprobs(
 
     from guardrail.cli import app as cli
 
-    rows = {}
-    for f in ("benign_sample.jsonl", "eval_prompts.jsonl"):
-        for line in (Path(__file__).parent / "data" / f).read_text().splitlines():
-            r = json.loads(line)
-            if r.get("label") == "benign":
-                rows[r["prompt"]] = r
-    data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"text": p}) + "\n" for p in rows))
-    bdir = tmp_path / "baselines"
-    bdir.mkdir()
+    data, bdir = fit_inputs(tmp_path)
     out = bdir / "myllama.output.json"
     res = CliRunner().invoke(cli, ["baseline", "fit", "--data", str(data), "--domain", "myllama", "--out", str(out),
                                    "--generate", "--max-tokens", "12", "--temperature", "0.7", "--alpha", "0.1",

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from proxy_helpers import gcg_rejected_and_stream_text, running
+from proxy_helpers import fit_inputs, gcg_rejected_and_stream_text, running
 
 from guardrail.proxy import ProxyConfig, create_app
 from guardrail.proxy.config import ModelRoute
@@ -51,16 +51,7 @@ def test_baseline_fitted_for_the_served_model_judges_its_own_logprobs(vllm_serve
 
     from guardrail.cli import app as cli
 
-    rows = {}
-    for f in ("benign_sample.jsonl", "eval_prompts.jsonl"):
-        for line in (Path(__file__).parent / "data" / f).read_text().splitlines():
-            r = json.loads(line)
-            if r.get("label") == "benign":
-                rows[r["prompt"]] = r
-    data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"text": p}) + "\n" for p in rows))
-    bdir = tmp_path / "baselines"
-    bdir.mkdir()
+    data, bdir = fit_inputs(tmp_path)
     out = bdir / "myvllm.output.json"
     res = CliRunner().invoke(cli, ["baseline", "fit", "--data", str(data), "--domain", "myvllm", "--out", str(out),
                                    "--generate", "--max-tokens", "16", "--temperature", "0.7", "--alpha", "0.1",
@@ -101,16 +92,7 @@ def test_prompt_baseline_fitted_on_the_served_models_prompt_logprobs(vllm_server
 
     from guardrail.cli import app as cli
 
-    rows = {}
-    for f in ("benign_sample.jsonl", "eval_prompts.jsonl"):
-        for line in (Path(__file__).parent / "data" / f).read_text().splitlines():
-            r = json.loads(line)
-            if r.get("label") == "benign":
-                rows[r["prompt"]] = r
-    data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in rows))
-    bdir = tmp_path / "baselines"
-    bdir.mkdir()
+    data, bdir = fit_inputs(tmp_path, "prompt")
     out = bdir / "myvllmp.prompt.json"
     res = CliRunner().invoke(cli, ["baseline", "fit", "--data", str(data), "--domain", "myvllmp", "--out", str(out),
                                    "--side", "prompt", "--text-field", "prompt", "--alpha", "0.1",
