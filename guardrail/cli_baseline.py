@@ -76,6 +76,16 @@ def _serving(spec: str, api_base: str | None, api_key_env: str | None):
     return OpenAIHTTPBackend(api_base, name, api_key=key, echo_scoring=provider == "hosted_vllm")
 
 
+def _run_closing(backend, coro):
+    """Run ``coro`` in one event loop (the backend's client belongs to it), then close the backend."""
+    async def go():
+        try:
+            return await coro
+        finally:
+            await backend.aclose()
+    return asyncio.run(go())
+
+
 @app.command()
 def fit(
     domain: Annotated[str, typer.Option("--domain", help="domain id (corpus file stem, e.g. code_python)")],
@@ -123,16 +133,11 @@ def fit(
             with _progress() as bar:
                 task = bar.add_task(f"generating {domain}", total=len(records))
 
-                async def run():  # one event loop: the backend's client belongs to it
-                    try:
-                        return await fit_output_baseline(
-                            backend, [r.text for r in records], domain=domain, alphas=alphas, max_tokens=max_tokens,
-                            temperature=temperature, seed=seed, progress=lambda n: bar.advance(task, n),
-                            calibration=calibration, corpus={"files": [p.name for p in data],
-                                                             "sha256": files_sha256(data), "n_records": len(records)})
-                    finally:
-                        await backend.aclose()
-                b = asyncio.run(run())
+                b = _run_closing(backend, fit_output_baseline(
+                    backend, [r.text for r in records], domain=domain, alphas=alphas, max_tokens=max_tokens,
+                    temperature=temperature, seed=seed, progress=lambda n: bar.advance(task, n),
+                    calibration=calibration, corpus={"files": [p.name for p in data],
+                                                     "sha256": files_sha256(data), "n_records": len(records)}))
             save_baseline(b, out)
             summary = {"baseline": b.id, "path": str(out), "corpus": b.corpus,
                        "test_rates": [r.model_dump() for r in b.test_rates]}
@@ -161,17 +166,11 @@ def fit(
         with _progress() as bar:
             task = bar.add_task(f"scoring {domain}", total=len(units))
 
-            async def fit_units():  # one event loop: the backend's client belongs to it
-                try:
-                    return await fit_baseline(
-                        backend, units, domain=domain, side=side_v, alphas=alphas,
-                        unit={**recipe.model_dump(), "max_per_doc": max_per_doc, "max_units": max_units},
-                        corpus={"files": [p.name for p in data], "sha256": files_sha256(data),
-                                "n_records": len(records)},
-                        cache=cache, progress=lambda n: bar.advance(task, n), calibration=calibration)
-                finally:
-                    await backend.aclose()
-            b, _ = asyncio.run(fit_units())
+            b, _ = _run_closing(backend, fit_baseline(
+                backend, units, domain=domain, side=side_v, alphas=alphas,
+                unit={**recipe.model_dump(), "max_per_doc": max_per_doc, "max_units": max_units},
+                corpus={"files": [p.name for p in data], "sha256": files_sha256(data), "n_records": len(records)},
+                cache=cache, progress=lambda n: bar.advance(task, n), calibration=calibration))
         save_baseline(b, out)
         summary = {"baseline": b.id, "path": str(out), "corpus": b.corpus,
                    "test_rates": [r.model_dump() for r in b.test_rates]}

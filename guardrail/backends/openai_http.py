@@ -69,6 +69,17 @@ class OpenAIHTTPBackend(BackendBase):
         """The scorer id and the alternatives asked per token (they set the segments' entropy k)."""
         return f"{self._scorer.id}#top_k={self.score_top_k}"
 
+    def _first_choice(self, r: httpx.Response) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The body of a completion and its first choice; anything else is a 502 naming what came."""
+        try:
+            body = r.json()
+            choice = body["choices"][0]
+            if not isinstance(choice, dict):
+                raise TypeError
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BackendHTTPError(f"{self._where}: not a completion: {r.text[:200]!r}", 502) from None
+        return body, choice
+
     @property
     def _where(self) -> str:
         return f"{self.model} at {self.base_url}"
@@ -88,10 +99,7 @@ class OpenAIHTTPBackend(BackendBase):
         async with self._errors():
             r = await self._client.post(f"{self.base_url}/completions", json=body, headers=self._headers)
             await self._raise_for(r)
-        try:
-            choice = r.json()["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise BackendHTTPError(f"{self._where}: not a completion: {r.text[:200]!r}", 502) from None
+        _, choice = self._first_choice(r)
         return echo_segment(choice, text, self._origin, side, self.score_top_k)
 
     async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]:
@@ -154,12 +162,8 @@ class OpenAIHTTPBackend(BackendBase):
             r = await self._client.post(self._url(request), json=self._body(request, stream=False),
                                         headers=self._headers)
             await self._raise_for(r)
-        try:
-            body = r.json()
-            choice = body["choices"][0]
-            msg = choice.get("message") or ({"content": choice["text"]} if "text" in choice else {})
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise BackendHTTPError(f"{self._where}: not a completion: {r.text[:200]!r}", 502) from None
+        body, choice = self._first_choice(r)
+        msg = choice.get("message") or ({"content": choice["text"]} if "text" in choice else {})
         text = msg.get("content") or ""
         if request.raw_prompt is not None:
             choice = {**choice, "logprobs": None}  # the legacy logprobs shape is not read here
