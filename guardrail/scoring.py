@@ -115,6 +115,50 @@ class TokenArrays(BaseModel, arbitrary_types_allowed=True):
     n_missing: int = 0
     n_special: int = 0
     n_no_context: int = 0
+    # one integer per token, equal exactly for tokens with equal bytes (features.token_keys), and how many
+    # distinct ones there are; None until something needs them (the repetition signals)
+    keys: np.ndarray | None = None
+    n_distinct: int | None = None
+
+    @classmethod
+    def of(cls, seg: Segment) -> TokenArrays:
+        """The segment's columns, made once per token list: what a backend attached (built from its own arrays,
+        no pass over the tokens), else :meth:`from_segment`, kept on the segment for the next reader."""
+        c = seg.columns
+        if c is not None and c[0] is seg.tokens and c[1] == len(seg.tokens):
+            return c[2]
+        a = cls.from_segment(seg)
+        a.attach(seg)
+        return a
+
+    def attach(self, seg: Segment) -> None:
+        """Keep these columns on ``seg`` (they must be its tokens' columns: tests compare with from_segment)."""
+        seg.columns = (seg.tokens, len(seg.tokens), self)
+
+    @classmethod
+    def from_values(cls, logprob: np.ndarray, entropy: np.ndarray, start: np.ndarray, end: np.ndarray,
+                    nbytes: np.ndarray, *, special: np.ndarray | None = None, no_context: np.ndarray | None = None,
+                    keys: np.ndarray | None = None) -> TokenArrays:
+        """Columns straight from a backend's own arrays, one entry per token (no pass over Token objects): the
+        values :meth:`from_segment` gives for the segment the backend builds from them.  ``logprob`` NaN: no
+        value (missing); ``special`` and ``no_context``: masks of tokens not scored for that reason (a special
+        token counts as special first, as in from_segment); ``keys`` as features.token_keys compares them."""
+        nll = -np.asarray(logprob, dtype=np.float64)
+        missing = np.isnan(nll)
+        n_special = n_no_context = 0
+        if special is not None and special.any():
+            nll[special] = math.nan
+            n_special = int(special.sum())
+            missing &= ~special
+        if no_context is not None and no_context.any():
+            only = no_context if special is None else no_context & ~special
+            n_no_context = int(only.sum())
+            nll[only] = math.nan
+            missing &= ~no_context
+        return cls(nll=nll, start=np.asarray(start, dtype=np.int64), end=np.asarray(end, dtype=np.int64),
+                   nbytes=np.asarray(nbytes, dtype=np.int64), entropy=np.asarray(entropy, dtype=np.float64),
+                   n_missing=int(missing.sum()), n_special=n_special, n_no_context=n_no_context, keys=keys,
+                   n_distinct=None if keys is None else int(np.unique(keys).size))
 
     @classmethod
     def from_segment(cls, seg: Segment) -> TokenArrays:

@@ -119,6 +119,10 @@ class Segment:
     entropy_k: int | None = None  # k behind Token.entropy; == vocabulary size when exact
     n_chunks: int = 1  # > 1 when the text was longer than the context and scored in overlapping chunks
     notes: list[str] = field(default_factory=list)
+    # (tokens list, its length, scoring.TokenArrays): the tokens as columns, made once per token list (a backend
+    # that has them as arrays attaches them); stale as soon as ``tokens`` is replaced or grows -- see
+    # TokenArrays.of
+    columns: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def has_logprobs(self) -> bool:

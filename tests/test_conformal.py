@@ -165,3 +165,30 @@ def test_length_trend_keeps_long_texts_at_alpha_in_one_wide_bucket():
         rates[trend] = np.mean([cal.assess(f, 0.05).flag for f in long])
     assert rates[False] > 0.12, rates
     assert 0.02 < rates[True] < 0.08, rates
+
+
+def test_assessment_matrix_equals_the_scalar_tails():
+    """The vectorised assessment (bucket_matrix) gives each signal the p-value tails._tails_p gives it, against
+    every part, for random values (missing, far past the reference, on its ties) of every shipped baseline."""
+    from guardrail.baselines import registry
+    from guardrail.baselines.tails import _tails_p
+
+    rng = np.random.default_rng(11)
+    for (name, side) in sorted(registry.shipped()):
+        cal = registry.resolve(name, side).calibrator
+        inputs = sorted(cal.inputs)
+        for _ in range(40):
+            b = int(rng.integers(len(cal.buckets)))
+            bk = cal.buckets[b]
+            f = {"n_scored": float(rng.integers(bk.lo or 1, bk.hi or 2 * (bk.lo or 1) + 60))}
+            for s in inputs:
+                ref = bk.reference.get(s) or [0.0, 1.0]
+                v = float(rng.choice(ref))  # a reference value (a tie), moved or not
+                f[s] = [v, v + rng.normal(0, 0.5), v * 30, math.nan, -v * 30][int(rng.integers(5))]
+            p = cal.matrix(b).p_values(f)
+            for k, part in enumerate(cal.parts):
+                g = part.augment(f)
+                bb = part.buckets[b]
+                for j, (s, tail) in enumerate(cal.signals.items()):
+                    want = _tails_p(bb.tails(s), bb.residual(s, float(g.get(s, math.nan)), f["n_scored"]), tail)
+                    assert p[k, j] == pytest.approx(want, rel=1e-12, abs=0), (name, side, s, k)

@@ -275,3 +275,48 @@ def test_missing_and_corrupt_model_files(tmp_path):
     truncated.write_bytes(default_model_path().read_bytes()[: 1 << 20])
     with pytest.raises(ModelError):
         LlamaCppBackend(truncated, compute="native")
+
+
+def _same_columns(seg):
+    """The columns the backend attached equal TokenArrays.from_segment's, and the features read from them equal
+    those computed from the tokens."""
+    import copy
+
+    from guardrail.baselines.features import features, token_keys
+    from guardrail.scoring import TokenArrays
+
+    assert seg.columns is not None and seg.columns[0] is seg.tokens, "the backend attached no columns"
+    a, b = TokenArrays.of(seg), TokenArrays.from_segment(seg)
+    for k in ("nll", "start", "end", "nbytes", "entropy"):
+        assert np.array_equal(getattr(a, k), getattr(b, k), equal_nan=True), k
+    for k in ("n_clamped", "n_missing", "n_special", "n_no_context"):
+        assert getattr(a, k) == getattr(b, k), k
+    keys = token_keys(seg)  # the backend's keys: equal exactly where the tokens' bytes are
+    assert np.array_equal(keys[:, None] == keys[None, :], a.keys[:, None] == a.keys[None, :])
+    assert a.n_distinct == int(keys.max()) + 1
+    bare = copy.copy(seg)
+    bare.columns = None
+    f_cols, f_tokens = features(seg, (8, 16, 32)), features(bare, (8, 16, 32))
+    if f_tokens is None:  # no token with a logprob (a one-token text: nothing predicts it)
+        assert f_cols is None
+        return a
+    assert f_cols.keys() == f_tokens.keys()
+    for k, v in f_cols.items():
+        assert v == f_tokens[k] or (np.isnan(v) and np.isnan(f_tokens[k])), k
+    return a
+
+
+def test_segments_carry_their_columns(backend):
+    """Scored texts, chunked texts, replies, generations (end-of-turn token included) and chat prompts (template
+    tokens special) come with the columns the request path reads, equal to the ones built from their tokens."""
+    a = _same_columns(run(backend.score("Caf\u00e9 na\u00efve \U0001f389 -- the bridge opened in 1932.")))
+    assert a.n_no_context == 1
+    long, short = run(backend.score_many(["spam " * 3000, "short"], side=Side.TEXT))
+    assert long.n_chunks > 1 and _same_columns(long).n_no_context == 1
+    assert _same_columns(short).n_no_context == 1 and len(short.tokens) == 1
+    _same_columns(run(backend.score_reply([{"role": "user", "content": "Hi"}], "Hello! How can I help?")))
+    g = run(backend.generate(GenerationRequest(messages=[{"role": "user", "content": "Say hi"}], max_tokens=40,
+                                               temperature=0.0, top_logprobs=0, score_prompt=True)))
+    assert g.finish_reason == "stop"  # the end-of-turn token is in the segment, special
+    assert _same_columns(g.output).n_special == 1
+    assert _same_columns(g.prompt).n_special > 0

@@ -6,11 +6,13 @@ and the answer assembled into an output segment whose tokens spell it.
 from __future__ import annotations
 
 import codecs
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..scoring import TokenArrays
 from ..types import Flag, Generation, Segment, Side, Token, TopLogprob
 from .base import GenerationRequest, TokenEvent
 from .llama_engine import JobResult, logprob_rows
@@ -23,6 +25,7 @@ class GenerationMixin:
     if TYPE_CHECKING:  # provided by LlamaCppBackend
         _engine: Any
         _pieces: list[bytes]
+        _keys: np.ndarray
 
         def _prompt_ids(self, req: GenerationRequest) -> np.ndarray: ...
         def _call(self, fn, *args) -> Any: ...
@@ -82,16 +85,19 @@ class GenerationMixin:
             np.array([[a.logprob for a in t.top] for t in content], np.float32).reshape(len(content), -1),
         )
         seg = self._segment(text, Side.OUTPUT, ids, res, 0, special=None)
+        cols = TokenArrays.of(seg)  # the content tokens' columns, as _segment attached them
         aligned = iter(seg.tokens)
-        tokens = []
+        tokens, at = [], []  # at: where each control token goes among the content tokens
         for t in streamed:
             if t.token_id in control:
                 end = tokens[-1].end if tokens else 0
+                at.append(len(tokens) - len(at))
                 tokens.append(Token(t.text, t.bytes, t.logprob, t.token_id, end, end, t.top,
                                     frozenset({Flag.SPECIAL}), t.entropy))
             else:
                 tokens.append(next(aligned))
         seg.tokens = tokens
+        _with_control(cols, at, [t for t in tokens if t.token_id in control], self._keys).attach(seg)
         # the answer is what the stream released: at a stop string, the tokens that spelled it were never released
         # and a token that straddled it was cut there
         cut = len("".join(ev.text for ev in events)) if any(req.stop) else len(text)
@@ -101,6 +107,22 @@ class GenerationMixin:
                 t.end = min(t.end, cut)
             seg.text = text[:cut]
         return Generation(output=seg, finish_reason=events[-1].finish_reason or "length", prompt_tokens=n_prompt)
+
+
+def _with_control(cols: TokenArrays, at: list[int], control: list[Token], keys: np.ndarray) -> TokenArrays:
+    """The content tokens' columns with the control tokens (end of turn: special, not scored, an empty span at
+    the end of the token before) inserted where they came."""
+    if not at:
+        return cols
+    ends = np.concatenate(([0], cols.end))[at]  # the end of the content token before each (0 at the start)
+    ent = np.array([math.nan if t.entropy is None else t.entropy for t in control], dtype=np.float64)
+    ins = lambda a, v: np.insert(a, at, v)  # noqa: E731
+    k = ins(cols.keys, keys[[t.token_id for t in control]])
+    return TokenArrays(
+        nll=ins(cols.nll, math.nan), start=ins(cols.start, ends), end=ins(cols.end, ends),
+        nbytes=ins(cols.nbytes, [len(t.bytes) for t in control]), entropy=ins(cols.entropy, ent),
+        n_clamped=cols.n_clamped, n_missing=cols.n_missing, n_special=cols.n_special + len(control),
+        n_no_context=cols.n_no_context, keys=k, n_distinct=int(np.unique(k).size))
 
 
 def _choose(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:

@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..models import default_model_path, file_sha256
 from ..offsets import char_spans
+from ..scoring import TokenArrays
 from ..types import Flag, Generation, LogprobMode, Segment, Side, Token, TopLogprob
 from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .chat_template import render_chat
@@ -81,6 +82,8 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         self._gate = ModelGate(max_waiting, name="the embedded model")
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guardrail-llama")
         self._pieces = eng.pieces
+        first: dict[bytes, int] = {}  # token id -> the first id with the same bytes: token keys by bytes
+        self._keys = np.array([first.setdefault(p, i) for i, p in enumerate(eng.pieces)], dtype=np.int64)
         tok_hash = hashlib.sha256(b"\x00".join(eng.pieces)).hexdigest()[:12]
         tok_model = eng.meta("tokenizer.ggml.model") or "unknown"
         tokenizer = f"{tok_model}-{eng.n_vocab}-{tok_hash}"
@@ -269,11 +272,27 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
             )
             tokens.append(Token(text[s:e], pieces[j], float(lp[k]), tid, s, e, top, frozenset(flags),
                                 float(ent[k])))
-        return Segment(
+        seg = Segment(
             text=text, side=side, tokens=tokens, backend="llamacpp", model=self._scorer.model,
             tokenizer=self._scorer.tokenizer, logprob_mode=LogprobMode.RAW, scorer_id=self._scorer.id,
             entropy_k=self._engine.n_vocab, notes=notes,
         )
+        self._columns(ids, pieces, spans, res, first_scored, special).attach(seg)
+        return seg
+
+    def _columns(self, ids: np.ndarray, pieces: list[bytes], spans: list, res: JobResult, first_scored: int,
+                 special: np.ndarray | None) -> TokenArrays:
+        """The segment's columns from the engine's arrays (what the request path reads: no pass over the tokens)."""
+        n = len(pieces)
+        lp, ent = np.full(n, np.nan), np.full(n, np.nan)
+        lp[first_scored:], ent[first_scored:] = res.logprob, res.entropy
+        se = np.array([(s, e) for s, e, _ in spans], dtype=np.int64).reshape(n, 2)
+        no_context = np.zeros(n, dtype=bool)
+        no_context[:first_scored] = True
+        return TokenArrays.from_values(
+            lp, ent, se[:, 0], se[:, 1], np.fromiter(map(len, pieces), dtype=np.int64, count=n),
+            special=None if special is None else np.asarray(special, dtype=bool), no_context=no_context,
+            keys=self._keys[ids])
 
     # ------------------------------------------------------------------ chat prompt
     def _prompt(self, messages: Sequence[dict[str, str]]) -> tuple[str, np.ndarray, np.ndarray]:

@@ -43,6 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from ..errors import ConfigError
+from .bucket_matrix import BucketMatrix
 from .detector import Detector
 from .features import Tail
 from .tails import P_FLOOR, CountTail, _Tail, _tail_p, _tails_p, continuous_p, tail_count  # noqa: F401 (re-exported)
@@ -151,6 +152,7 @@ class Calibrator(BaseModel):
     method: Literal["split", "cross"] = "split"  # how the calibration scores were obtained (see module doc)
     max_len: int | None = None  # longest fitting unit (scored tokens)
     _bounds: dict = PrivateAttr(default_factory=dict)  # stream_bounds.stream_bounds: per cut-off, made once
+    _matrices: dict = PrivateAttr(default_factory=dict)  # per bucket: BucketMatrix, made once
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -182,13 +184,18 @@ class Calibrator(BaseModel):
     def n_calib(self, bucket: int) -> int:
         return sum(len(p.buckets[bucket].calib) for p in self.parts)
 
+    def matrix(self, bucket: int) -> BucketMatrix:
+        """The bucket's references and calibration scores over all parts as arrays (made once per bucket)."""
+        m = self._matrices.get(bucket)
+        if m is None:
+            m = self._matrices[bucket] = BucketMatrix(self.parts, bucket, self.signals)
+        return m
+
     def combined(self, feat: Mapping[str, float], bucket: int, part: int = 0) -> tuple[float, dict[str, float]]:
         """Combined score S of ``feat`` against one part's reference, and the per-signal p-values."""
-        pt = self.parts[part]
-        f, b, n = pt.augment(feat), pt.buckets[bucket], feat["n_scored"]
-        ps = {s: _tails_p(b.tails(s), b.residual(s, float(f.get(s, float("nan"))), n), t)
-              for s, t in self.signals.items()}
-        return max(-math.log(p) for p in ps.values()), ps
+        m = self.matrix(bucket)
+        p = m.p_values(feat)
+        return float(m.combined(p)[part]), dict(zip(self.signals, p[part].tolist(), strict=True))
 
     def score(self, feat: Mapping[str, float], part: int = 0) -> float:
         """Combined score S of a unit in its own length bucket, against one part's reference."""
@@ -204,6 +211,7 @@ class Calibrator(BaseModel):
             b._arrays.pop("\x00calib", None)
             b._arrays.pop("\x00calib_tail", None)
         self._bounds.clear()
+        self._matrices.clear()
 
     def resolution(self) -> float:
         """The coarsest bucket's smallest p-value, 1 / (n + 1): a tier at a lower p cannot be told apart."""
@@ -234,24 +242,18 @@ class Calibrator(BaseModel):
         p-value); flag when it is <= alpha (for one part: exactly S > the split-conformal threshold)."""
         b = self.bucket_of(feat["n_scored"])
         n = self._need(b, alpha)
-        n_ge, cont, scores, logs = 0, 0.0, [], {s: 0.0 for s in self.signals}
-        for k, pt in enumerate(self.parts):
-            s, ps = self.combined(feat, b, k)
-            bk = pt.buckets[b]
-            cal = bk.calib_array()
-            n_ge += cal.size - int(np.searchsorted(cal, s, "left"))
-            cont += bk.calib_tail().count(s)
-            scores.append(s)
-            for sig, p in ps.items():
-                logs[sig] += math.log(p)
-        signal_p = {sig: math.exp(v / len(self.parts)) for sig, v in logs.items()}  # geometric mean over parts
-        p = (1 + n_ge) / (n + 1)
+        m = self.matrix(b)
+        p = m.p_values(feat)
+        scores = m.combined(p)
+        n_ge = m.n_at_least(scores)
+        sig_p = np.exp(np.log(p).sum(axis=0) / len(self.parts)).tolist()  # geometric mean over the parts
+        signal_p = dict(zip(self.signals, sig_p, strict=True))
         return Assessment(
-            flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=p,
-            resolution=1 / (n + 1), tail_p=continuous_p(cont, n),
-            score=float(np.mean(scores)), monitor_score=float(scores[0]), threshold=self._threshold(b, n, alpha),
-            bucket=b, signal_p=signal_p,
-            top_signal=min(signal_p, key=signal_p.__getitem__), missing=self.missing(feat),
+            flag=1 + n_ge <= alpha * (n + 1) * (1 + 1e-12), alpha=alpha, p_value=(1 + n_ge) / (n + 1),
+            resolution=1 / (n + 1), tail_p=continuous_p(m.continuous_count(scores), n),
+            score=float(scores.sum()) / scores.size, monitor_score=float(scores[0]), threshold=self._threshold(b, n, alpha),
+            bucket=b, signal_p=signal_p, top_signal=m.signals[int(np.argmin(sig_p))],
+            missing=self.missing(feat),
             beyond_fitted_length=self.max_len is not None and feat["n_scored"] > self.max_len,
         )
 

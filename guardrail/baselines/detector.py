@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from ..errors import ConfigError
 
-__all__ = ["DETECTOR_FEATURES", "Detector", "fit_detector", "min_detector_units"]
+__all__ = ["DETECTOR_FEATURES", "Detector", "DetectorStack", "fit_detector", "min_detector_units"]
 
 DETECTOR_FEATURES = (
     "max_w8", "max_w16", "max_w32", "min_w8", "min_w16", "whole_nll", "bits_per_byte", "mean_entropy",
@@ -34,11 +34,11 @@ def min_detector_units(features: Sequence[str] = DETECTOR_FEATURES) -> int:
 
 
 def _vector(feat: Mapping[str, float], names: Sequence[str]) -> np.ndarray:
-    out = []
-    for n in names:
-        v = math.log(max(1.0, feat["n_scored"])) if n == "log_len" else float(feat.get(n, float("nan")))
-        out.append(v)
-    return np.asarray(out, dtype=np.float64)
+    nan = math.nan
+    v = np.array([feat.get(n, nan) for n in names], dtype=np.float64)
+    if "log_len" in names:
+        v[names.index("log_len")] = math.log(max(1.0, feat["n_scored"]))
+    return v
 
 
 class Detector(BaseModel):
@@ -75,6 +75,39 @@ class Detector(BaseModel):
             d = x - a["location"]
             return float(math.sqrt(max(0.0, d @ a["precision"] @ d)))
         return float(x @ a["coef"] + self.intercept)
+
+
+class DetectorStack:
+    """Several detectors' :meth:`Detector.score` at once (a cross-conformal calibrator's parts each hold one,
+    fitted together: same kind and inputs): one stacked product instead of one call per part, the same
+    arithmetic up to the order of the sums.  Detectors that differ are scored one by one; a part without one
+    reads the text's own ``detector`` value as Part.augment does (NaN when it has none)."""
+
+    def __init__(self, detectors: Sequence[Detector | None]) -> None:
+        self.detectors = list(detectors)
+        d0 = self.detectors[0]
+        self.same = d0 is not None and all(
+            d is not None and d.kind == d0.kind and d.features == d0.features for d in self.detectors)
+        if not self.same:
+            return
+        self.kind, self.names = d0.kind, d0.features
+        arr = lambda k: np.array([getattr(d, k) for d in self.detectors], dtype=np.float64)  # noqa: E731
+        self.mean, self.scale = arr("mean"), arr("scale")
+        if self.kind == "robust_cov":
+            self.location, self.precision = arr("location"), arr("precision")
+        else:
+            self.coef, self.intercept = arr("coef"), arr("intercept")
+
+    def scores(self, feat: Mapping[str, float]) -> np.ndarray:
+        if not self.same:
+            return np.array([d.score(feat) if d is not None else feat.get("detector", math.nan)
+                             for d in self.detectors], dtype=np.float64)
+        x = (_vector(feat, self.names) - self.mean) / self.scale
+        x[~np.isfinite(x)] = 0.0  # an unknown feature counts as typical, as in Detector.score
+        if self.kind == "robust_cov":
+            d = x - self.location
+            return np.sqrt(np.maximum(0.0, np.einsum("ki,kij,kj->k", d, self.precision, d)))
+        return (x * self.coef).sum(axis=1) + self.intercept
 
 
 def fit_detector(

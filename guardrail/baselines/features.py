@@ -156,7 +156,7 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
     segment's column view when the caller has it already; ``only``: compute just these signals (a baseline's
     inputs, on the request path), besides ``n_scored`` and ``entropy_k`` -- each value is the one the full dict
     has."""
-    a = TokenArrays.from_segment(seg) if arrays is None else arrays
+    a = TokenArrays.of(seg) if arrays is None else arrays
     ok = ~np.isnan(a.nll)
     v = a.nll[ok]
     n = int(v.shape[0])
@@ -192,9 +192,12 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
     if want("excess_cusum"):
         out["excess_cusum"] = surprise_cusum(a.nll, a.entropy, EXCESS_DRIFT)
     if want("distinct", "repeat_run", "same_run", "lag_repeat"):
-        keys = token_keys(seg)
+        if a.keys is None:
+            a.keys = token_keys(seg)
+            a.n_distinct = int(a.keys.max()) + 1 if a.keys.size else 0  # token_keys numbers the distinct from 0
+        keys = a.keys
         if want("distinct"):
-            out["distinct"] = (int(keys.max()) + 1) / keys.size if keys.size else 1.0  # keys number the distinct
+            out["distinct"] = a.n_distinct / keys.size if keys.size else 1.0
         if want("repeat_run"):
             out["repeat_run"] = float(repeat_run(keys))
         if want("same_run"):

@@ -85,7 +85,7 @@ def judge(baseline: Baseline, seg: Segment, *, side: Literal["prompt", "output"]
     """The verdict of ``baseline`` on ``seg`` (checked first: scorer, side, entropy kind -- a mismatch raises
     :class:`~guardrail.baselines.model.BaselineError`)."""
     baseline.check_segment(seg, f"{side} side")
-    arrays = TokenArrays.from_segment(seg)
+    arrays = TokenArrays.of(seg)
     feats = features(seg, baseline.widths, arrays, only=baseline.calibrator.inputs)
     common = dict(side=side, scorer=seg.scorer_id, scorer_kind=scorer_kind, baseline=baseline.id, message=message,
                   role=role)
