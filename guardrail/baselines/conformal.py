@@ -152,7 +152,7 @@ class Calibrator(BaseModel):
     method: Literal["split", "cross"] = "split"  # how the calibration scores were obtained (see module doc)
     max_len: int | None = None  # longest fitting unit (scored tokens)
     _bounds: dict = PrivateAttr(default_factory=dict)  # stream_bounds.stream_bounds: per cut-off, made once
-    _matrices: dict = PrivateAttr(default_factory=dict)  # per bucket: BucketMatrix, made once
+    _matrices: dict = PrivateAttr(default_factory=dict)  # per bucket: BucketMatrix, made once; and the inputs
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -162,9 +162,14 @@ class Calibrator(BaseModel):
     @property
     def inputs(self) -> frozenset[str]:
         """The features an assessment reads: the signals and every part's detector inputs (each fold's detector
-        drops the inputs that were constant in its own fitting units, so the lists may differ)."""
-        return frozenset(s for s in self.signals if s != "detector") | frozenset(
-            f for pt in self.parts if pt.detector is not None for f in pt.detector.features)
+        drops the inputs that were constant in its own fitting units, so the lists may differ).  Made once per
+        set of detectors."""
+        dets = tuple(id(pt.detector) for pt in self.parts)
+        got = self._matrices.get("inputs")
+        if got is None or got[0] != dets:
+            got = self._matrices["inputs"] = (dets, frozenset(s for s in self.signals if s != "detector") | frozenset(
+                f for pt in self.parts if pt.detector is not None for f in pt.detector.features))
+        return got[1]
 
     def missing(self, feat: Mapping[str, float]) -> list[str]:
         """The signals this text has no finite value for, and the detector's inputs it lacks."""

@@ -75,14 +75,17 @@ def tail_of(name: str) -> Tail:
     return FEATURE_TAILS[name]
 
 
-def repeat_run(ids: np.ndarray, period: int = REPEAT_PERIOD) -> int:
-    """Longest run of positions i whose token equals the token at i - p for some p in 1..period."""
-    n = int(ids.shape[0])
-    if n < 2:
-        return 0
-    hit = np.zeros(n, dtype=bool)
-    for p in range(1, min(period, n - 1) + 1):
-        hit[p:] |= ids[p:] == ids[:-p]
+def _lag_equal(keys: np.ndarray, lags: int) -> np.ndarray:
+    """(lags, n) bool: row j says, per position i, whether keys[i] equals the key ``lags - j`` before it (False
+    before the text starts).  Keys are >= 0: the -1 padding never matches."""
+    n = int(keys.shape[0])
+    padded = np.concatenate((np.full(lags, -1, dtype=np.int64), keys.astype(np.int64, copy=False)))
+    step = padded.strides[0]  # row j: keys[j - lags .. j - lags + n) (a strided view, no copy)
+    view = np.ndarray(shape=(lags, n), dtype=np.int64, buffer=padded, strides=(step, step))
+    return view == padded[lags:]
+
+
+def _longest_run(hit: np.ndarray) -> int:
     if not hit.any():
         return 0
     # run lengths of True: positions where a run starts / ends
@@ -90,25 +93,34 @@ def repeat_run(ids: np.ndarray, period: int = REPEAT_PERIOD) -> int:
     return int((edges[1::2] - edges[::2]).max())
 
 
+def _window_max(eq: np.ndarray, window: int) -> int:
+    """max over rows and windows of ``window`` consecutive positions (all of them when fewer) of the True count."""
+    lags, n = eq.shape
+    c = np.zeros((lags, n + 1), dtype=np.int32)
+    np.cumsum(eq, axis=1, out=c[:, 1:])
+    w = min(window, n)
+    return int((c[:, w:] - c[:, :-w]).max())
+
+
+def repeat_run(ids: np.ndarray, period: int = REPEAT_PERIOD) -> int:
+    """Longest run of positions i whose token equals the token at i - p for some p in 1..period."""
+    n = int(ids.shape[0])
+    if n < 2:
+        return 0
+    return _longest_run(_lag_equal(ids, min(period, n - 1)).any(axis=0))
+
+
 def lag_repeat(keys: np.ndarray, max_lag: int = LAG_MAX, window: int = LAG_WINDOW) -> int:
     """max over lags p <= max_lag and windows of ``window`` consecutive positions of the number of positions i in
     the window with keys[i] == keys[i - p] (a text shorter than the window: all its positions).
 
-    All lags at once: row i of ``eq`` says, per lag, whether token i equals the one p before it (False before the
-    text starts); a window reaching before position p only adds such zeros, so windows over all positions give
-    the same maximum as windows over positions p..n-1."""
+    All lags at once (one row per lag); a window reaching before position p only adds False, so windows over all
+    positions give the same maximum as windows over positions p..n-1."""
     n = int(keys.shape[0])
     lags = min(max_lag, n - 1)
     if lags < 1:
         return 0
-    padded = np.concatenate((np.full(lags, -1, dtype=np.int64), keys.astype(np.int64, copy=False)))
-    step = padded.strides[0]  # row i: keys[i - lags .. i] (a read-only strided view, no copy)
-    view = np.lib.stride_tricks.as_strided(padded, shape=(n, lags + 1), strides=(step, step), writeable=False)
-    eq = view[:, :lags] == view[:, lags:]  # keys are >= 0: the -1 padding never matches
-    c = np.zeros((n + 1, lags), dtype=np.int32)
-    np.cumsum(eq, axis=0, out=c[1:])
-    w = min(window, n)
-    return int((c[w:] - c[:-w]).max())
+    return _window_max(_lag_equal(keys, lags), window)
 
 
 def token_keys(seg: Segment) -> np.ndarray:
@@ -121,17 +133,26 @@ def token_keys(seg: Segment) -> np.ndarray:
 _BYTES = operator.attrgetter("bytes")
 
 
-def _excess_walk(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the tokens with both values, and the walk ``c_0 = 0, c_k = sum of their first k excesses``
-    (surprise - entropy - drift): the CUSUM is the largest rise of ``c`` over its running minimum."""
-    ok = np.flatnonzero(~np.isnan(nll) & ~np.isnan(entropy))
-    return ok, np.concatenate(([0.0], np.cumsum(nll[ok] - entropy[ok] - drift)))
+def _excess_walk(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[np.ndarray | None, np.ndarray]:
+    """Indices of the tokens with both values (None: every token has both), and the walk ``c_0 = 0, c_k = sum
+    of their first k excesses`` (surprise - entropy - drift): the CUSUM is the largest rise of ``c`` over its
+    running minimum."""
+    d = nll - entropy
+    gap = np.isnan(d)
+    ok = None
+    if gap.any():
+        ok = np.flatnonzero(~gap)
+        d = d[ok]
+    c = np.empty(d.shape[0] + 1, dtype=np.float64)
+    c[0] = 0.0
+    np.cumsum(d - drift, out=c[1:])
+    return ok, c
 
 
 def surprise_cusum(nll: np.ndarray, entropy: np.ndarray, drift: float = CUSUM_DRIFT) -> float:
     """max over i <= j of sum_{t=i..j} (nll_t - entropy_t - drift), 0 for none (NaN without entropies)."""
-    ok, c = _excess_walk(nll, entropy, drift)
-    if not ok.size:
+    _, c = _excess_walk(nll, entropy, drift)
+    if c.shape[0] == 1:
         return float("nan")
     return float((c - np.minimum.accumulate(c)).max())
 
@@ -140,14 +161,43 @@ def cusum_stretch(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[i
     """Token indices ``[i, j)`` of the stretch that gives :func:`surprise_cusum` its value (the whole anomalous
     stretch, not one window), None when nothing accumulates.  Tokens without a value are skipped, not cut."""
     ok, c = _excess_walk(nll, entropy, drift)
-    if not ok.size:
+    if c.shape[0] == 1:
         return None
     low = np.minimum.accumulate(c)
     end = int((c - low).argmax())
     if c[end] - low[end] <= 0:
         return None
     start = int(np.flatnonzero(c[: end + 1] == low[end])[-1])  # the last minimum before the peak
-    return int(ok[start]), int(ok[end - 1]) + 1
+    return (start, end) if ok is None else (int(ok[start]), int(ok[end - 1]) + 1)
+
+
+def _wanted(only: Collection[str] | None):
+    """``want(*names)``: whether any of these signals is asked for."""
+    if only is None:
+        return lambda *names: True
+    asked = frozenset(only)
+    return lambda *names: not asked.isdisjoint(names)
+
+
+def _repetition(keys: np.ndarray, want) -> dict[str, float]:
+    """repeat_run, same_run and lag_repeat, as wanted, from one table of lag matches (lags 1..16 cover the
+    4 that repeat_run reads and the 1 that same_run reads)."""
+    n = int(keys.shape[0])
+    lags = min(LAG_MAX, n - 1)
+    out: dict[str, float] = {}
+    if lags < 1:  # one token (or none): nothing repeats
+        for k, v in (("repeat_run", 0.0), ("same_run", 0.0), ("lag_repeat", 0.0)):
+            if want(k):
+                out[k] = v
+        return out
+    eq = _lag_equal(keys, lags)  # row lags - p: lag p
+    if want("repeat_run"):
+        out["repeat_run"] = float(_longest_run(eq[lags - min(REPEAT_PERIOD, lags):].any(axis=0)))
+    if want("same_run"):
+        out["same_run"] = float(max(0, _longest_run(eq[lags - 1]) + 1 - SAME_RUN_FREE))
+    if want("lag_repeat"):
+        out["lag_repeat"] = float(_window_max(eq, LAG_WINDOW))
+    return out
 
 
 def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = None,
@@ -163,16 +213,15 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
     if n == 0:
         return None
 
-    def want(*names: str) -> bool:
-        return only is None or any(k in only for k in names)
-
+    want = _wanted(only)
     c = _cumsum(v)  # one cumulative sum serves every width
     out: dict[str, float] = {}
     for w in widths:
         if want(f"max_w{w}", f"min_w{w}"):
-            m = _means(c, min(w, n))
-            out[f"max_w{w}"] = float(m.max())
-            out[f"min_w{w}"] = float(m.min())
+            e = min(w, n)
+            sums = c[e:] - c[:-e]  # the extremes of the sums are the extremes of the means (e > 0: monotone)
+            out[f"max_w{w}"] = float(sums.max()) / e
+            out[f"min_w{w}"] = float(sums.min()) / e
     total = float(v.sum())
     mean = total / n
     n_tok = int(a.nll.shape[0])
@@ -182,9 +231,10 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
         out["bits_per_byte"] = total / np.log(2.0) / (int(a.nbytes[ok].sum()) or 1)
     if want("mean_entropy"):
         ent = a.entropy[~np.isnan(a.entropy)]
-        out["mean_entropy"] = float(ent.mean()) if ent.size else float("nan")
+        out["mean_entropy"] = float(ent.sum()) / ent.size if ent.size else float("nan")  # = ent.mean()
     if want("spike_frac"):
-        out["spike_frac"] = float((_means(c, min(8, n)) > mean + 2.0).mean())
+        hot = _means(c, min(8, n)) > mean + 2.0
+        out["spike_frac"] = int(np.count_nonzero(hot)) / hot.size  # = hot.mean()
     if want("excluded_frac"):
         out["excluded_frac"] = (a.n_clamped + a.n_missing) / n_tok if n_tok else 0.0
     if want("surprise_cusum"):
@@ -198,12 +248,7 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
         keys = a.keys
         if want("distinct"):
             out["distinct"] = a.n_distinct / keys.size if keys.size else 1.0
-        if want("repeat_run"):
-            out["repeat_run"] = float(repeat_run(keys))
-        if want("same_run"):
-            out["same_run"] = float(max(0, repeat_run(keys, 1) + 1 - SAME_RUN_FREE) if keys.size else 0)
-        if want("lag_repeat"):
-            out["lag_repeat"] = float(lag_repeat(keys))
+        out.update(_repetition(keys, want))
     out["n_scored"] = float(n)  # metadata, not signals: the length bucket, and the kind of entropy behind them
     if seg.entropy_k is not None:
         out["entropy_k"] = float(seg.entropy_k)
