@@ -28,6 +28,7 @@ from ..errors import (
     InputError,
     UnscorableError,
 )
+from ..jsonio import loads
 from ..types import Generation, LogprobMode, Segment, Side
 from .base import BackendBase, Capabilities, GenerationRequest, ScorerInfo, TokenEvent
 from .openai_logprobs import Origin, chat_output_segment, echo_segment
@@ -72,7 +73,7 @@ class OpenAIHTTPBackend(BackendBase):
     def _first_choice(self, r: httpx.Response) -> tuple[dict[str, Any], dict[str, Any]]:
         """The body of a completion and its first choice; anything else is a 502 naming what came."""
         try:
-            body = r.json()
+            body = loads(r.content)
             choice = body["choices"][0]
             if not isinstance(choice, dict):
                 raise TypeError
@@ -193,7 +194,7 @@ class OpenAIHTTPBackend(BackendBase):
                 if data == "[DONE]":
                     break
                 try:
-                    chunk = json.loads(data)
+                    chunk = loads(data)
                 except ValueError:
                     raise BackendHTTPError(f"{self._where}: a stream chunk is not JSON: {data[:120]!r}", 502) from None
                 if chunk.get("error"):

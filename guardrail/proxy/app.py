@@ -9,7 +9,6 @@ body and in ``x-guardrail-*`` headers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -21,7 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,10 +28,11 @@ from ..backends.base import Backend
 from ..guard.guard import Guard
 from ..guard.result import GuardResult
 from ..guard.streaming import StreamEnd
+from ..jsonio import loads
 from .auth import KeyRing
 from .chat_request import ChatRequest, CompletionRequest, guard_messages
 from .config import ProxyConfig
-from .errors import ProxyError, error_response, from_exception
+from .errors import JSONBody, ProxyError, error_response, from_exception
 from .metrics import CONTENT_TYPE_LATEST, ProxyMetrics
 from .responses import completion_body, sse_chunks, text_completion
 from .state import ProxyState, ServedModel
@@ -85,23 +85,23 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
                                                                 "x-guardrail-policy", "x-guardrail-overhead-ms"])
 
     @app.exception_handler(ProxyError)
-    async def _proxy_error(request: Request, exc: ProxyError) -> JSONResponse:
+    async def _proxy_error(request: Request, exc: ProxyError) -> JSONBody:
         return error_response(exc.status, exc.message, code=exc.code, param=exc.param, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONBody:
         msg = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on "
                f"{request.url.path}"}.get(exc.status_code, str(exc.detail))
         return error_response(exc.status_code, msg, code={404: "unknown_url", 405: "method_not_allowed"}.get(
             exc.status_code), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONBody:
         err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         return error_response(400, f"{_loc(err['loc'])}: {err['msg']}", param=_loc(err["loc"]))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONBody:
         rid = request.headers.get("x-request-id", "")
         log.exception("unexpected error", extra={"request_id": rid})
         return error_response(500, "internal error (logged with the request id)", code="internal_error")
@@ -111,9 +111,9 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def readyz() -> JSONBody:
         if state.ready:
-            return JSONResponse({"status": "ready", "models": list(state.models)})
+            return JSONBody({"status": "ready", "models": list(state.models)})
         return error_response(503, state.error or "starting: the models are still loading", code="not_ready",
                               headers={"retry-after": "2"})
 
@@ -218,7 +218,7 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
         _observe(res, req, msgs, rid, ctx)
         headers = _headers(res, rid)
         if res.error is not None:
-            return JSONResponse({**res.error, "guardrail": res.report.model_dump(mode="json")},
+            return JSONBody({**res.error, "guardrail": res.report.model_dump(mode="json")},
                                 status_code=res.status, headers=headers)
         top = req.top_logprobs or 0
         if req.stream and res.completion is not None:  # ended before generation: a held or refusal completion
@@ -227,7 +227,7 @@ def create_app(config: ProxyConfig | None = None, *, backends: Mapping[str, Back
             return StreamingResponse(sse,
                                      media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         body = completion_body(res, model=req.model, logprobs=req.logprobs, top_logprobs=top)
-        return JSONResponse(text_completion(body) if ctx.get("text") else body, headers=headers)
+        return JSONBody(text_completion(body) if ctx.get("text") else body, headers=headers)
 
     async def _open_stream(served: ServedModel, guard: Guard, req: ChatRequest, msgs: list, kw: dict[str, Any],
                            rid: str, ctx: dict[str, Any]) -> Response:
@@ -295,7 +295,7 @@ async def _read_json(request: Request, limit: int) -> Any:
     if not buf:
         raise ProxyError(400, "the request body is empty: send a JSON object", code="invalid_json")
     try:
-        body = json.loads(buf)
+        body = loads(buf)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProxyError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):

@@ -17,6 +17,7 @@ from ..errors import (
     GuardrailError,
     InputError,
 )
+from ..jsonio import dumps
 
 __all__ = ["ProxyError", "error_response", "from_exception"]
 
@@ -36,13 +37,21 @@ class ProxyError(Exception):
         self.headers = headers or {}
 
 
+class JSONBody(JSONResponse):
+    """A JSON response written by jsonio.dumps (orjson: ~10x faster than the standard library on a completion
+    with logprobs; NaN is written as null instead of failing the response)."""
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
 def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> JSONResponse:
+                   headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> JSONBody:
     body: dict[str, Any] = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"),
                                       "param": param, "code": code}}
     if extra:
         body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONBody(body, status_code=status, headers=headers)
 
 
 def from_exception(exc: BaseException) -> ProxyError:

@@ -4,12 +4,12 @@ and the same as server-sent events for ``stream: true``."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..guard.result import GuardResult
+from ..jsonio import dumps
 from ..types import Flag, Token
 
 __all__ = ["TextChunks", "completion_body", "legacy_logprobs", "logprobs_content", "sse_chunks", "text_completion"]
@@ -54,7 +54,7 @@ def sse_chunks(res: GuardResult, *, model: str, include_usage: bool, text: bool 
     shape = TextChunks() if text else (lambda c: c)
 
     def data(body: dict[str, Any]) -> bytes:
-        return b"data: " + json.dumps(shape(body), separators=(",", ":")).encode() + b"\n\n"
+        return b"data: " + dumps(shape(body)) + b"\n\n"
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,

@@ -11,7 +11,6 @@ the backend's: the generation is cancelled.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +20,7 @@ import anyio
 from fastapi.responses import StreamingResponse
 
 from ..guard.streaming import StreamDelta, StreamEnd, StreamEvent, StreamStart
+from ..jsonio import dumps
 from .errors import from_exception
 from .responses import TextChunks, logprobs_content
 
@@ -81,7 +81,7 @@ class GuardStream:
 
 
 def _data(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + dumps(obj) + b"\n\n"
 
 
 class Chunks:
