@@ -86,6 +86,7 @@ class BucketMatrix:
         self.stack = DetectorStack(dets) if any(dets) else None  # none: the text's own "detector" value, if any
         self.det_rows = np.arange(self.k_parts) * s + self.det if self.det is not None else None
         self.cal = CountTable([b.calib_array() for b in buckets])
+        self.n_cal = int(self.cal.n.sum())  # calibration units in the bucket, over all parts
         self.cal_tails: list[CountTail] = [b.calib_tail() for b in buckets]
 
     def p_values(self, feat: Mapping[str, float]) -> np.ndarray:

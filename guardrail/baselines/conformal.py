@@ -37,6 +37,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -111,7 +112,11 @@ class Bucket(BaseModel):
         return n >= self.lo and (self.hi is None or n < self.hi)
 
 
-class Assessment(BaseModel):
+@dataclass(slots=True)
+class Assessment:
+    """One text's assessment by a calibrator (an internal result, one per judged text on the request path: a
+    plain dataclass; the report carries the Verdict made from it)."""
+
     flag: bool
     alpha: float
     p_value: float  # conformal p-value of the combined score within its length bucket
@@ -124,7 +129,7 @@ class Assessment(BaseModel):
     resolution: float = 0.0  # smallest p-value this bucket can give: 1 / (n + 1)
     # signals (and detector inputs, as "detector:<feature>") with no value for this text: they took no part in
     # the decision (their p-value reads 1); the caller's policy decides whether that fails open or closed
-    missing: list[str] = []
+    missing: list[str] = field(default_factory=list)
     monitor_score: float = 0.0  # the combined score against the first part alone: one fixed function of the text,
     # what the drift monitor ranks (guard/drift.py)
     tail_p: float = 1.0  # p_value made continuous (see tail_count, continuous_p): equal to it at calibration scores,
@@ -191,9 +196,10 @@ class Calibrator(BaseModel):
 
     def matrix(self, bucket: int) -> BucketMatrix:
         """The bucket's references and calibration scores over all parts as arrays (made once per bucket)."""
-        m = self._matrices.get(bucket)
+        made = self.__pydantic_private__["_matrices"]  # type: ignore[index]  # (no pydantic __getattr__ per call)
+        m = made.get(bucket)
         if m is None:
-            m = self._matrices[bucket] = BucketMatrix(self.parts, bucket, self.signals)
+            m = made[bucket] = BucketMatrix(self.parts, bucket, self.signals)
         return m
 
     def combined(self, feat: Mapping[str, float], bucket: int, part: int = 0) -> tuple[float, dict[str, float]]:
@@ -246,8 +252,10 @@ class Calibrator(BaseModel):
         calibration scores in the text's length bucket (split: one part; cross: Vovk's cross-conformal
         p-value); flag when it is <= alpha (for one part: exactly S > the split-conformal threshold)."""
         b = self.bucket_of(feat["n_scored"])
-        n = self._need(b, alpha)
         m = self.matrix(b)
+        n = m.n_cal
+        if n < min_n(alpha):
+            self._need(b, alpha)  # raises, saying why
         p = m.p_values(feat)
         scores = m.combined(p)
         n_ge = m.n_at_least(scores)

@@ -98,7 +98,7 @@ class DriftMonitor:
     def log10_martingale(self) -> float:
         """log10 of the mixture (the mean over the grid of the power martingales), since the last restart."""
         top = float(self._log_m.max())
-        return (top + math.log(float(np.exp(self._log_m - top).mean()))) / math.log(10)
+        return (top + math.log(float(np.exp(self._log_m - top).sum()) / _EPS.size)) / math.log(10)  # = .mean()
 
     @property
     def alarmed(self) -> bool:
