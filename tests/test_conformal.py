@@ -169,7 +169,8 @@ def test_length_trend_keeps_long_texts_at_alpha_in_one_wide_bucket():
 
 def test_assessment_matrix_equals_the_scalar_tails():
     """The vectorised assessment (bucket_matrix) gives each signal the p-value tails._tails_p gives it, against
-    every part, for random values (missing, far past the reference, on its ties) of every shipped baseline."""
+    every part, for random values (missing, far past the reference, on its ties) of every shipped baseline -- the
+    same float, and the detector's score the same as Detector.score's."""
     from guardrail.baselines import registry
     from guardrail.baselines.tails import _tails_p
 
@@ -191,4 +192,23 @@ def test_assessment_matrix_equals_the_scalar_tails():
                 bb = part.buckets[b]
                 for j, (s, tail) in enumerate(cal.signals.items()):
                     want = _tails_p(bb.tails(s), bb.residual(s, float(g.get(s, math.nan)), f["n_scored"]), tail)
-                    assert p[k, j] == pytest.approx(want, rel=1e-12, abs=0), (name, side, s, k)
+                    assert p[k, j] == want, (name, side, s, k)  # to the bit: the stored scores came from these
+            scores = cal.matrix(b).combined(p)
+            for k in range(len(cal.parts)):
+                assert scores[k] == cal.score(f, k) if cal.bucket_of(f["n_scored"]) == b else True
+
+
+def test_a_replaced_detector_is_not_served_from_the_cache():
+    from guardrail.baselines import registry
+
+    cal = registry.resolve("general", "output").calibrator.model_copy(deep=True)
+    f = {"n_scored": 120.0, "max_w8": 5.0, "max_w16": 4.0, "max_w32": 3.5, "min_w8": 1.0, "min_w16": 1.5,
+         "whole_nll": 2.5, "bits_per_byte": 1.0, "mean_entropy": 2.0, "distinct": 0.6, "spike_frac": 0.05,
+         "excluded_frac": 0.0, "repeat_run": 2.0, "surprise_cusum": 8.0, "log_len": 4.8}
+    before = cal.assess(f, 0.05).score
+    det = cal.parts[1].detector
+    cal.parts[1].detector = det.model_copy(update={"mean": [m + 3.0 for m in det.mean]})
+    after = cal.assess(f, 0.05).score
+    fresh = cal.model_copy(deep=True)
+    fresh._matrices.clear()
+    assert after == fresh.assess(f, 0.05).score and after != before

@@ -320,3 +320,20 @@ def test_segments_carry_their_columns(backend):
     assert g.finish_reason == "stop"  # the end-of-turn token is in the segment, special
     assert _same_columns(g.output).n_special == 1
     assert _same_columns(g.prompt).n_special > 0
+
+
+def test_an_answer_that_is_only_its_end_of_turn_is_an_empty_output(backend):
+    """The model may end its turn at once: the output is empty text with the end-of-turn token (special, not
+    scored), not a crash assembling zero content tokens."""
+    from guardrail.backends.base import TokenEvent
+    from guardrail.types import Token
+
+    eot = min(backend.engine.eog)
+    tok = Token(backend.engine.pieces[eot].decode("utf-8", "replace"), backend.engine.pieces[eot], -0.2, eot, 0, 0,
+                (), frozenset({Flag.SPECIAL}), 1.5)
+    req = GenerationRequest(messages=[{"role": "user", "content": "Say nothing"}], max_tokens=8, top_logprobs=0)
+    gen = backend._generation(req, [TokenEvent(index=0, token=tok, text="", finish_reason="stop")], 12)
+    assert gen.output.text == "" and gen.finish_reason == "stop"
+    assert [t.token_id for t in gen.output.tokens] == [eot] and Flag.SPECIAL in gen.output.tokens[0].flags
+    a = _same_columns(gen.output)
+    assert a.n_special == 1 and a.n_distinct == 1

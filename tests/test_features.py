@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrail.baselines.features import FEATURE_TAILS, repeat_run, tail_of
+from guardrail.baselines.features import FEATURE_TAILS, lag_repeat, repeat_run, tail_of
 
 
 def _naive(ids, period=4):
@@ -190,3 +190,10 @@ def test_a_calibrators_inputs_are_every_parts_detector_features():
     assert det is not None and "excess_cusum" not in cal.inputs
     cal.parts[1].detector = det.model_copy(update={"features": [*det.features, "excess_cusum"]})
     assert "excess_cusum" in cal.inputs and set(cal.parts[0].detector.features) <= cal.inputs
+
+
+def test_repetition_of_negative_ids_does_not_match_the_padding():
+    """Outside callers pass token ids, which may be negative (a missing id as -1): a position before the text
+    never matches one."""
+    assert repeat_run(np.array([-1, 5])) == 0 and repeat_run(np.array([-1, -1])) == 1
+    assert lag_repeat(np.array([-1, 5, -1])) == 1

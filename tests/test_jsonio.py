@@ -22,11 +22,25 @@ def test_a_document_nobody_accepts_raises_the_standard_error():
         loads(b"\xff\xfe\x00")
 
 
+def test_integers_past_64_bits_are_read_exactly():
+    """orjson would read them as floats, silently: such documents go to the standard library."""
+    assert loads(b'{"seed": 123456789012345678901234567, "x": -9223372036854775809}') == {
+        "seed": 123456789012345678901234567, "x": -9223372036854775809}
+    assert loads('{"lp": -0.00012345678901234567}') == {"lp": -0.00012345678901234567}  # a float's digits
+
+
 def test_written_compact_utf8_and_valid_json():
+    import numpy as np
+
     out = dumps({"text": "caf\u00e9 \U0001f389", "p": 0.25, "n": None, 3: "key"})
     assert out == '{"text":"caf\u00e9 \U0001f389","p":0.25,"n":null,"3":"key"}'.encode()
     assert json.loads(dumps({"nan": math.nan, "inf": -math.inf})) == {"nan": None, "inf": None}  # never "NaN"
-    assert json.loads(dumps({"s": {1}})) == {"s": "{1}"}  # what orjson cannot write goes to the standard library
+    assert json.loads(dumps({"f32": np.float32(1.5), "arr": np.arange(2)})) == {"f32": 1.5, "arr": [0, 1]}
+    # what orjson cannot write goes to the standard library, by the same rules (NaN as null, valid JSON)
+    odd = dumps({"big": 2**70, "nan": math.nan, "lone": "\ud800"})
+    assert json.loads(odd) == {"big": 2**70, "nan": None, "lone": "\ud800"}
+    with pytest.raises(TypeError):
+        dumps({"s": {1}})
 
 
 def test_a_backend_answer_with_non_standard_literals_is_read_not_a_502():

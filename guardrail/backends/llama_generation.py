@@ -79,10 +79,11 @@ class GenerationMixin:
         content = [t for t in streamed if t.token_id not in control]
         ids = np.array([t.token_id for t in content], dtype=np.int32)
         text = b"".join(t.bytes for t in content).decode("utf-8", "replace")
+        k = len(content[0].top) if content else 0  # (an answer that is only its end of turn has no content token)
         res = JobResult(
             np.array([t.logprob for t in content], np.float32), np.array([t.entropy for t in content], np.float32),
-            np.array([[a.token_id for a in t.top] for t in content], np.int32).reshape(len(content), -1),
-            np.array([[a.logprob for a in t.top] for t in content], np.float32).reshape(len(content), -1),
+            np.array([[a.token_id for a in t.top] for t in content], np.int32).reshape(len(content), k),
+            np.array([[a.logprob for a in t.top] for t in content], np.float32).reshape(len(content), k),
         )
         seg = self._segment(text, Side.OUTPUT, ids, res, 0, special=None)
         cols = TokenArrays.of(seg)  # the content tokens' columns, as _segment attached them

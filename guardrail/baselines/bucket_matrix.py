@@ -11,8 +11,8 @@ signal j) and each tail's parameters are vectors, so one text is a handful of ar
 * the exponential continuation and the two-sided rule of tails._tails_p, term for term;
 * the detector signal, a different score per part, from :class:`~guardrail.baselines.detector.DetectorStack`.
 
-Equal to the scalar path (tails._tails_p per signal and part) to the last few ulps (numpy's exp and log against
-libm's; property-tested).  The conformal count over each part's calibration scores is one more matrix.
+Equal to the scalar path (tails._tails_p per signal and part) to the bit: the few exponential tails and the
+logarithms are computed with ``math`` as there (property-tested).  The conformal count over each part's calibration scores is one more matrix.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class BucketMatrix:
         self.scale = np.array([t.k for t in both], dtype=np.float64) / self.n1
         self.u = np.array([t.u for t in both])  # NaN where the reference has no exponential tail (n <= k)
         self.beta = np.array([t.beta for t in both])
+        self.scale_l, self.u_l, self.beta_l = self.scale.tolist(), self.u.tolist(), self.beta.tolist()
         trend = [b.trend.get(sig, (0.0, 0.0)) for b in buckets for sig in self.signals]
         self.ta = np.array([t[0] for t in trend], dtype=np.float64)
         self.tb = np.array([t[1] for t in trend], dtype=np.float64)
@@ -98,17 +99,19 @@ class BucketMatrix:
         r = x - (self.ta + self.tb * math.log(max(1.0, feat["n_scored"])))  # Bucket.residual (+ 0 without trend)
         rr = np.concatenate((r, -r))
         counts = np.concatenate((self.refs.at_least(r), self.refs.at_most(r)))  # #{ref >= x}, #{-ref >= -x}
-        # the exponent is clipped at 0 where the tail does not apply (x <= u): no overflow, the value is unused
-        tail = np.maximum(self.scale * np.exp(np.minimum(0.0, -(rr - self.u) / self.beta)), P_FLOOR)
-        p2 = np.where(rr > self.u, tail, (1 + counts) / self.n1)
+        p2 = (1 + counts) / self.n1
+        # past the k-th most extreme reference value, the exponential tail -- with math.exp, as tails._Tail computes
+        # it (numpy's exp may differ in the last bit on some CPUs; the stored calibration scores came from math's)
+        for i in np.flatnonzero(rr > self.u).tolist():
+            p2[i] = max(self.scale_l[i] * math.exp(-(float(rr[i]) - self.u_l[i]) / self.beta_l[i]), P_FLOOR)
         n = r.size
         p = np.minimum(1.0, self.c * np.minimum(p2[:n] + self.off_hi, p2[n:] + self.off_lo))
         p[~np.isfinite(r) | self.empty] = 1.0
         return p.reshape(self.k_parts, len(self.signals))
 
     def combined(self, p: np.ndarray) -> np.ndarray:
-        """Each part's combined score ``S_k = max_j -log p_kj``."""
-        return (-np.log(p)).max(axis=1)
+        """Each part's combined score ``S_k = max_j -log p_kj = -log min_j p_kj`` (math.log, as at fitting)."""
+        return np.array([-math.log(v) for v in p.min(axis=1).tolist()])
 
     def n_at_least(self, scores: np.ndarray) -> int:
         """``sum_k #{i in part k's calibration: S_i >= S_k}``."""

@@ -169,11 +169,12 @@ class Calibrator(BaseModel):
         """The features an assessment reads: the signals and every part's detector inputs (each fold's detector
         drops the inputs that were constant in its own fitting units, so the lists may differ).  Made once per
         set of detectors."""
-        dets = tuple(id(pt.detector) for pt in self.parts)
+        held = [pt.detector for pt in self.parts]  # kept in the entry: their ids cannot be reused while it lives
+        dets = tuple(id(d) for d in held)
         got = self._matrices.get("inputs")
         if got is None or got[0] != dets:
             got = self._matrices["inputs"] = (dets, frozenset(s for s in self.signals if s != "detector") | frozenset(
-                f for pt in self.parts if pt.detector is not None for f in pt.detector.features))
+                f for d in held if d is not None for f in d.features), held)
         return got[1]
 
     def missing(self, feat: Mapping[str, float]) -> list[str]:
@@ -197,10 +198,15 @@ class Calibrator(BaseModel):
     def matrix(self, bucket: int) -> BucketMatrix:
         """The bucket's references and calibration scores over all parts as arrays (made once per bucket)."""
         made = self.__pydantic_private__["_matrices"]  # type: ignore[index]  # (no pydantic __getattr__ per call)
-        m = made.get(bucket)
-        if m is None:
-            m = made[bucket] = BucketMatrix(self.parts, bucket, self.signals)
-        return m
+        # what the matrix was made from: a replaced detector or bucket (or a copy of this calibrator sharing the
+        # cache with other parts) makes it again; set_calibration empties the cache
+        # (the entry holds those objects, so their ids cannot be reused while it lives)
+        held = [(pt.buckets[bucket], pt.detector) for pt in self.parts]
+        key = tuple((id(b), id(d)) for b, d in held)
+        got = made.get(bucket)
+        if got is None or got[0] != key:
+            got = made[bucket] = (key, BucketMatrix(self.parts, bucket, self.signals), held)
+        return got[1]
 
     def combined(self, feat: Mapping[str, float], bucket: int, part: int = 0) -> tuple[float, dict[str, float]]:
         """Combined score S of ``feat`` against one part's reference, and the per-signal p-values."""

@@ -79,8 +79,8 @@ class Detector(BaseModel):
 
 class DetectorStack:
     """Several detectors' :meth:`Detector.score` at once (a cross-conformal calibrator's parts each hold one,
-    fitted together: same kind and inputs): one stacked product instead of one call per part, the same
-    arithmetic up to the order of the sums.  Detectors that differ are scored one by one; a part without one
+    fitted together: same kind and inputs): the standardisation stacked, the products part by part -- the same
+    arithmetic as Detector.score, to the bit.  Detectors that differ are scored one by one; a part without one
     reads the text's own ``detector`` value as Part.augment does (NaN when it has none)."""
 
     def __init__(self, detectors: Sequence[Detector | None]) -> None:
@@ -94,9 +94,7 @@ class DetectorStack:
         arr = lambda k: np.array([getattr(d, k) for d in self.detectors], dtype=np.float64)  # noqa: E731
         self.mean, self.scale = arr("mean"), arr("scale")
         if self.kind == "robust_cov":
-            self.location, self.precision = arr("location"), arr("precision")
-        else:
-            self.coef, self.intercept = arr("coef"), arr("intercept")
+            self.location = arr("location")
 
     def scores(self, feat: Mapping[str, float]) -> np.ndarray:
         if not self.same:
@@ -104,10 +102,15 @@ class DetectorStack:
                              for d in self.detectors], dtype=np.float64)
         x = (_vector(feat, self.names) - self.mean) / self.scale
         x[~np.isfinite(x)] = 0.0  # an unknown feature counts as typical, as in Detector.score
+        # the products part by part with each detector's own arrays, as Detector.score computes them (a stacked
+        # einsum adds in another order: the scores would differ in the last bits from the calibration scores the
+        # baseline stored, and a tie with one of them could flip a count)
         if self.kind == "robust_cov":
             d = x - self.location
-            return np.sqrt(np.maximum(0.0, np.einsum("ki,kij,kj->k", d, self.precision, d)))
-        return (x * self.coef).sum(axis=1) + self.intercept
+            return np.array([math.sqrt(max(0.0, row.copy() @ det._np()["precision"] @ row.copy()))
+                             for row, det in zip(d, self.detectors, strict=True)])
+        return np.array([float(row.copy() @ det._np()["coef"] + det.intercept)
+                         for row, det in zip(x, self.detectors, strict=True)])
 
 
 def fit_detector(

@@ -77,9 +77,11 @@ def tail_of(name: str) -> Tail:
 
 def _lag_equal(keys: np.ndarray, lags: int) -> np.ndarray:
     """(lags, n) bool: row j says, per position i, whether keys[i] equals the key ``lags - j`` before it (False
-    before the text starts).  Keys are >= 0: the -1 padding never matches."""
+    before the text starts: the padding is below every key)."""
     n = int(keys.shape[0])
-    padded = np.concatenate((np.full(lags, -1, dtype=np.int64), keys.astype(np.int64, copy=False)))
+    keys = keys.astype(np.int64, copy=False)
+    low = int(keys.min())
+    padded = np.concatenate((np.full(lags, -1 if low >= 0 else low - 1, dtype=np.int64), keys))
     step = padded.strides[0]  # row j: keys[j - lags .. j - lags + n) (a strided view, no copy)
     view = np.ndarray(shape=(lags, n), dtype=np.int64, buffer=padded, strides=(step, step))
     return view == padded[lags:]
