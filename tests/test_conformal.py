@@ -212,3 +212,20 @@ def test_a_replaced_detector_is_not_served_from_the_cache():
     fresh = cal.model_copy(deep=True)
     fresh._matrices.clear()
     assert after == fresh.assess(f, 0.05).score and after != before
+
+
+def test_count_table_is_exact_with_and_without_its_table():
+    """#{row >= x} and #{row <= x} per row: from the pooled table, and row by row past the memory cap (a baseline
+    fitted on a very large corpus) -- both equal to counting, for ties, NaN, values beyond every row, empty rows."""
+    from guardrail.baselines.bucket_matrix import CountTable
+
+    rng = np.random.default_rng(4)
+    rows = [np.sort(rng.integers(0, 6, int(rng.integers(0, 30))).astype(float)) for _ in range(7)]
+    big, small = CountTable(rows), CountTable(rows, max_cells=1)
+    assert big.ge is not None and small.ge is None
+    for _ in range(200):
+        x = rng.choice([-1.0, 0.0, 2.0, 2.5, 5.0, 9.0, math.nan], size=len(rows))
+        ge = np.array([(r >= v).sum() for r, v in zip(rows, x, strict=True)])
+        le = np.array([(r <= v).sum() if v == v else r.size for r, v in zip(rows, x, strict=True)])
+        for t in (big, small):
+            assert (t.at_least(x) == ge).all() and (t.at_most(x) == le).all()

@@ -32,24 +32,35 @@ class CountTable:
     """Exact ``#{row_i >= x_i}`` and ``#{row_i <= x_i}`` for many sorted rows, each asked about its own value, in
     two vectorised lookups: the rows' distinct values pooled and sorted (``u``), and per row its count at or
     above each of them; a value's place among ``u`` (one ``searchsorted`` for all rows) reads every row's count.
-    Memory: rows x distinct values (int32)."""
+    Memory: rows x distinct values (int32), at most ``MAX_CELLS``; past it (a baseline fitted on a very large
+    corpus) each row is searched on its own instead -- the same counts, one ``searchsorted`` per row."""
 
-    def __init__(self, rows: Sequence[np.ndarray]) -> None:
-        self.n = np.array([r.size for r in rows], dtype=np.int64)
-        self.u = np.unique(np.concatenate([np.asarray(r, dtype=np.float64) for r in rows] or [np.empty(0)]))
+    MAX_CELLS = 4_000_000  # 16 MB per table
+
+    def __init__(self, rows: Sequence[np.ndarray], max_cells: int | None = None) -> None:
+        self.rows = [np.asarray(r, dtype=np.float64) for r in rows]
+        self.n = np.array([r.size for r in self.rows], dtype=np.int64)
+        self.u = np.unique(np.concatenate(self.rows or [np.empty(0)]))
         self.u = self.u[~np.isnan(self.u)]
-        # ge[i, j] = #{row_i >= u_j}; the extra last column (j = len(u): x above every value) is 0
-        self.ge = np.zeros((len(rows), self.u.size + 1), dtype=np.int32)
-        for i, r in enumerate(rows):
-            self.ge[i, :-1] = r.size - np.searchsorted(r, self.u, "left")
-        self._rows = np.arange(len(rows))
+        self.ge: np.ndarray | None = None
+        if len(self.rows) * (self.u.size + 1) <= (self.MAX_CELLS if max_cells is None else max_cells):
+            # ge[i, j] = #{row_i >= u_j}; the extra last column (j = len(u): x above every value) is 0
+            self.ge = np.zeros((len(self.rows), self.u.size + 1), dtype=np.int32)
+            for i, r in enumerate(self.rows):
+                self.ge[i, :-1] = r.size - np.searchsorted(r, self.u, "left")
+        self._rows = np.arange(len(self.rows))
 
     def at_least(self, x: np.ndarray) -> np.ndarray:
         """Per row i, ``#{row_i >= x_i}`` (0 for NaN)."""
+        if self.ge is None:
+            return self.n - np.array([r.searchsorted(v, "left") for r, v in zip(self.rows, x.tolist(), strict=True)])
         return self.ge[self._rows, np.searchsorted(self.u, x, "left")]
 
     def at_most(self, x: np.ndarray) -> np.ndarray:
         """Per row i, ``#{row_i <= x_i}`` = n_i - #{row_i > x_i} (n_i for NaN: the caller masks it)."""
+        if self.ge is None:
+            return np.array([r.searchsorted(v, "right") for r, v in zip(self.rows, x.tolist(), strict=True)],
+                            dtype=np.int64)
         return self.n - self.ge[self._rows, np.searchsorted(self.u, x, "right")]
 
 
