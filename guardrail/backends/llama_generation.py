@@ -88,17 +88,18 @@ class GenerationMixin:
         seg = self._segment(text, Side.OUTPUT, ids, res, 0, special=None)
         cols = TokenArrays.of(seg)  # the content tokens' columns, as _segment attached them
         aligned = iter(seg.tokens)
-        tokens, at = [], []  # at: where each control token goes among the content tokens
+        tokens, ctl, at = [], [], []  # the control tokens, and where each goes among the content tokens
         for t in streamed:
             if t.token_id in control:
                 end = tokens[-1].end if tokens else 0
-                at.append(len(tokens) - len(at))
-                tokens.append(Token(t.text, t.bytes, t.logprob, t.token_id, end, end, t.top,
-                                    frozenset({Flag.SPECIAL}), t.entropy))
+                at.append(len(tokens) - len(ctl))
+                ctl.append(Token(t.text, t.bytes, t.logprob, t.token_id, end, end, t.top, frozenset({Flag.SPECIAL}),
+                                 t.entropy))
+                tokens.append(ctl[-1])
             else:
                 tokens.append(next(aligned))
         seg.tokens = tokens
-        _with_control(cols, at, [t for t in tokens if t.token_id in control], self._keys).attach(seg)
+        _with_control(cols, at, ctl, self._keys).attach(seg)
         # the answer is what the stream released: at a stop string, the tokens that spelled it were never released
         # and a token that straddled it was cut there
         cut = len("".join(ev.text for ev in events)) if any(req.stop) else len(text)

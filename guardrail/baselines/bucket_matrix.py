@@ -3,16 +3,17 @@
 A cross-conformal calibrator scores a text against every part (fold) and every signal: K parts x S signals tail
 p-values (tails._tails_p), each a search in a sorted reference, a length-trend residual and, past the k-th most
 extreme reference value, an exponential tail.  Done one pair at a time in Python that was ~45 calls per text
-(~0.5 ms on the request path).  Here the bucket's references are one NaN-padded matrix (row k * S + j: part k,
-signal j) and each tail's parameters are vectors, so one text is a handful of array operations:
+(~0.5 ms on the request path).  Here the bucket's references are rows of one :class:`CountTable` (row k * S + j:
+part k, signal j) and each tail's parameters are vectors, so one text is a handful of array operations:
 
-* empirical tails as counts, ``#{ref >= x}`` and ``#{ref <= x}`` (NaN padding compares False): the same integers
-  as ``n - searchsorted(ref, x, "left")`` and its mirror;
+* empirical tails as counts, ``#{ref >= x}`` and ``#{ref <= x}``: the same integers as
+  ``n - searchsorted(ref, x, "left")`` and its mirror;
 * the exponential continuation and the two-sided rule of tails._tails_p, term for term;
 * the detector signal, a different score per part, from :class:`~guardrail.baselines.detector.DetectorStack`.
 
 Equal to the scalar path (tails._tails_p per signal and part) to the bit: the few exponential tails and the
-logarithms are computed with ``math`` as there (property-tested).  The conformal count over each part's calibration scores is one more matrix.
+logarithms are computed with ``math`` as there (property-tested).  The conformal count over each part's
+calibration scores is one more CountTable.
 """
 
 from __future__ import annotations

@@ -157,7 +157,7 @@ class Calibrator(BaseModel):
     method: Literal["split", "cross"] = "split"  # how the calibration scores were obtained (see module doc)
     max_len: int | None = None  # longest fitting unit (scored tokens)
     _bounds: dict = PrivateAttr(default_factory=dict)  # stream_bounds.stream_bounds: per cut-off, made once
-    _matrices: dict = PrivateAttr(default_factory=dict)  # per bucket: BucketMatrix, made once; and the inputs
+    _matrices: dict = PrivateAttr(default_factory=dict)  # Calibrator._made: per bucket its BucketMatrix; the inputs
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -169,13 +169,9 @@ class Calibrator(BaseModel):
         """The features an assessment reads: the signals and every part's detector inputs (each fold's detector
         drops the inputs that were constant in its own fitting units, so the lists may differ).  Made once per
         set of detectors."""
-        held = [pt.detector for pt in self.parts]  # kept in the entry: their ids cannot be reused while it lives
-        dets = tuple(id(d) for d in held)
-        got = self._matrices.get("inputs")
-        if got is None or got[0] != dets:
-            got = self._matrices["inputs"] = (dets, frozenset(s for s in self.signals if s != "detector") | frozenset(
-                f for d in held if d is not None for f in d.features), held)
-        return got[1]
+        dets = [pt.detector for pt in self.parts]
+        return self._made("inputs", dets, lambda: frozenset(s for s in self.signals if s != "detector") | frozenset(
+            f for d in dets if d is not None for f in d.features))
 
     def missing(self, feat: Mapping[str, float]) -> list[str]:
         """The signals this text has no finite value for, and the detector's inputs it lacks."""
@@ -197,15 +193,19 @@ class Calibrator(BaseModel):
 
     def matrix(self, bucket: int) -> BucketMatrix:
         """The bucket's references and calibration scores over all parts as arrays (made once per bucket)."""
+        return self._made(bucket, [x for pt in self.parts for x in (pt.buckets[bucket], pt.detector)],
+                          lambda: BucketMatrix(self.parts, bucket, self.signals))
+
+    def _made(self, name, sources: list, make):
+        """``make()``, kept under ``name`` while the objects it was made from are these very ones: a replaced
+        detector or bucket (or a copy of this calibrator sharing the cache with other parts) makes it again;
+        set_calibration empties the cache.  The entry holds ``sources``, so their ids cannot be reused while it
+        lives."""
         made = self.__pydantic_private__["_matrices"]  # type: ignore[index]  # (no pydantic __getattr__ per call)
-        # what the matrix was made from: a replaced detector or bucket (or a copy of this calibrator sharing the
-        # cache with other parts) makes it again; set_calibration empties the cache
-        # (the entry holds those objects, so their ids cannot be reused while it lives)
-        held = [(pt.buckets[bucket], pt.detector) for pt in self.parts]
-        key = tuple((id(b), id(d)) for b, d in held)
-        got = made.get(bucket)
+        key = tuple(map(id, sources))
+        got = made.get(name)
         if got is None or got[0] != key:
-            got = made[bucket] = (key, BucketMatrix(self.parts, bucket, self.signals), held)
+            got = made[name] = (key, make(), sources)
         return got[1]
 
     def combined(self, feat: Mapping[str, float], bucket: int, part: int = 0) -> tuple[float, dict[str, float]]:
@@ -234,8 +234,9 @@ class Calibrator(BaseModel):
         """The coarsest bucket's smallest p-value, 1 / (n + 1): a tier at a lower p cannot be told apart."""
         return max(1.0 / (self.n_calib(b) + 1) for b in range(len(self.buckets)))
 
-    def _need(self, bucket: int, alpha: float) -> int:
-        n = self.n_calib(bucket)
+    def _need(self, bucket: int, alpha: float, n: int | None = None) -> int:
+        """The bucket's calibration count (``n`` when the caller has it), refused below what ``alpha`` needs."""
+        n = self.n_calib(bucket) if n is None else n
         if n < min_n(alpha):
             raise ConfigError(
                 f"alpha={alpha:g} needs at least {min_n(alpha)} calibration units per length bucket; "
@@ -259,9 +260,7 @@ class Calibrator(BaseModel):
         p-value); flag when it is <= alpha (for one part: exactly S > the split-conformal threshold)."""
         b = self.bucket_of(feat["n_scored"])
         m = self.matrix(b)
-        n = m.n_cal
-        if n < min_n(alpha):
-            self._need(b, alpha)  # raises, saying why
+        n = self._need(b, alpha, m.n_cal)
         p = m.p_values(feat)
         scores = m.combined(p)
         n_ge = m.n_at_least(scores)
