@@ -28,13 +28,22 @@ __all__ = ["dumps", "loads"]
 
 _OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 # an integer of 19 or more digits (not the digits of a float: 0.00012345678901234567 is one)
-_LONG_B, _LONG_S = re.compile(rb"(?<![\d.])\d{19,}(?![\d.eE])"), re.compile(r"(?<![\d.])\d{19,}(?![\d.eE])")
+_LONG = re.compile(rb"(?<![\d.])\d{19,}(?![\d.eE])")
+# that regex tries every position (~35 ns each: 0.5 ms for a 15 KB completion, 7x orjson's parse); a run of 19
+# digits is found first by mapping every digit to "1" and everything else to "0" (C speed, ~1 us per KB)
+_DIGITS = bytes(0x31 if 0x30 <= i <= 0x39 else 0x30 for i in range(256))
+_RUN = b"1" * 19
+
+
+def _long_int(data: bytes | bytearray) -> bool:
+    """Whether the document holds an integer of 19 or more digits."""
+    return _RUN in data.translate(_DIGITS) and _LONG.search(data) is not None
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     if isinstance(data, memoryview):
         data = bytes(data)
-    if (_LONG_S if isinstance(data, str) else _LONG_B).search(data) is None:
+    if not _long_int(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

@@ -27,6 +27,13 @@ def test_integers_past_64_bits_are_read_exactly():
     assert loads(b'{"seed": 123456789012345678901234567, "x": -9223372036854775809}') == {
         "seed": 123456789012345678901234567, "x": -9223372036854775809}
     assert loads('{"lp": -0.00012345678901234567}') == {"lp": -0.00012345678901234567}  # a float's digits
+    # the same as text, as bytes, as a memoryview; beside floats with long digit runs; with a lone surrogate
+    doc = r'{"lp": -0.00012345678901234567, "n": [1e5, 12345678901234567890], "s": "\u00e9\ud800"}'
+    want = json.loads(doc)
+    for d in (doc, doc.encode(), memoryview(doc.encode())):
+        assert loads(d) == want and type(loads(d)["n"][1]) is int
+    assert loads('{"s": "\ud800", "n": 12345678901234567890}') == {"s": "\ud800", "n": 12345678901234567890}
+    assert type(loads(b'{"n": 1234567890123456789.5}')["n"]) is float  # 19 digits, but a float
 
 
 def test_written_compact_utf8_and_valid_json():

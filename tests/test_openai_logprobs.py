@@ -271,3 +271,35 @@ def test_stream_text_is_the_text_for_any_byte_split(text, cuts):
     assert seg.text == text
     for t in seg.tokens:
         assert 0 <= t.start < t.end <= len(text)
+
+
+def test_alternatives_and_their_entropy_in_every_shape():
+    """_tops over JSON dicts, legacy {token: logprob} maps and client objects: the finite alternatives in order,
+    entropy -sum p log p over them with each token text counted once (a server may list the sampled one again)."""
+    import random
+    from types import SimpleNamespace
+
+    from guardrail.backends.openai_logprobs import _tops
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randint(1, 6)
+        pairs = [(rng.choice(["a", "b", " c", "token_id:42", "\ufffd"]),
+                  rng.choice([-rng.random() * 5, -0.0, None, -9999.0, float("nan"), -rng.random()]))
+                 for _ in range(n)]
+        kept = [(t, lp) for t, lp in pairs if lp is not None and lp == lp and lp > -9999.0]
+        seen, h = set(), 0.0
+        for t, lp in kept:
+            if t not in seen:
+                seen.add(t)
+                h -= math.exp(lp) * lp
+        want_h = h if kept else None
+        shapes = [[{"token": t, "logprob": lp} for t, lp in pairs],
+                  [SimpleNamespace(token=t, logprob=lp) for t, lp in pairs]]
+        if len({t for t, _ in pairs}) == n:
+            shapes.append(dict(pairs))
+        for raw in shapes:
+            top, ent = _tops(raw)
+            assert [(a.token, a.logprob) for a in top] == kept
+            assert [a.token_id for a in top] == [42 if t == "token_id:42" else None for t, _ in kept]
+            assert ent == want_h if want_h is None else math.isclose(ent, want_h, rel_tol=1e-12, abs_tol=1e-15)

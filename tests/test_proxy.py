@@ -497,3 +497,69 @@ def test_text_completions_refuse_what_the_guard_cannot_follow(body, param):
             assert_openai_error(r, 400, param=param)
             assert be.calls == []
     run(go())
+
+
+def test_guard_stream_reads_ahead_within_its_buffer_and_closes_the_source():
+    """GuardStream: events already read come out without waiting and in bursts (ready()); the reader stops at
+    the buffer's size (a slow client holds the backend back); a wait with nothing arriving gives None (a
+    keep-alive) and the read goes on; an error in the source is raised to the consumer; aclose() closes the
+    source even while the reader is waiting on it."""
+    from guardrail.proxy.streaming import GuardStream
+
+    async def main() -> None:
+        produced: list[int] = []
+        gate = asyncio.Event()
+        closed = asyncio.Event()
+
+        async def source():
+            try:
+                for i in range(10):
+                    if i == 6:
+                        await gate.wait()
+                    produced.append(i)
+                    yield i
+                raise ValueError("backend fault")
+            finally:
+                closed.set()
+
+        gs = GuardStream(source(), buffer=3)
+        assert await gs.next(1.0) == 0
+        await asyncio.sleep(0.01)
+        assert produced == [0, 1, 2, 3]  # three waiting in the buffer, the reader stopped
+        assert gs.ready() == [1, 2, 3]
+        await asyncio.sleep(0.01)
+        assert produced == [0, 1, 2, 3, 4, 5]
+        assert [await gs.next(1.0), await gs.next(1.0)] == [4, 5]
+        assert await gs.next(0.05) is None  # nothing within the wait: a keep-alive
+        gate.set()
+        got = [await gs.next(1.0) for _ in range(4)]
+        assert got == [6, 7, 8, 9]
+        with pytest.raises(ValueError, match="backend fault"):
+            await gs.next(1.0)
+        assert closed.is_set()
+
+        async def endless():
+            try:
+                yield 0
+                await asyncio.Event().wait()  # a backend that never answers again
+                yield 1
+            finally:
+                closed2.set()
+
+        closed2 = asyncio.Event()
+        gs2 = GuardStream(endless())
+        assert await gs2.next(1.0) == 0
+        assert await gs2.next(0.02) is None
+        await gs2.aclose()
+        assert closed2.is_set() and gs2._reader is not None and gs2._reader.done()
+        await gs2.aclose()  # once
+
+        async def short():
+            yield 1
+
+        gs3 = GuardStream(short())
+        assert await gs3.next(1.0) == 1
+        with pytest.raises(StopAsyncIteration):
+            await gs3.next(1.0)
+
+    asyncio.run(main())

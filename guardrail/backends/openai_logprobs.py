@@ -79,6 +79,7 @@ def _token_id(token: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+_exp = math.exp
 _new_top = tuple.__new__  # builds a TopLogprob without the named tuple's Python-level __new__ (hot path)
 
 
@@ -87,17 +88,16 @@ def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
     entropy over them (nats; a top-k lower bound), in one pass."""
     if not raw:
         return (), None
-    if type(raw) is dict or isinstance(raw, Mapping):
-        items: Any = raw.items()
-    elif type(raw[0]) is dict:
-        items = [(t.get("token") or "", t.get("logprob")) for t in raw]
+    if type(raw) is list and type(raw[0]) is dict:  # a JSON body (the proxy's hot path): no intermediate pairs
+        items: Any = ((t.get("token") or "", t.get("logprob")) for t in raw)
+    elif type(raw) is dict or isinstance(raw, Mapping):
+        items = raw.items()
     else:  # litellm / openai objects: plain attribute reads on the streaming hot path
         try:
             items = [(t.token or "", t.logprob) for t in raw]
         except AttributeError:
             items = [(_get(t, "token") or "", _get(t, "logprob")) for t in raw]
     out = []
-    seen: set[str] = set()
     h = 0.0
     for tok, lp in items:
         if type(lp) is not float or not CLAMP_LOGPROB < lp <= 0.0:  # the common case skips the general checks
@@ -106,12 +106,19 @@ def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
                 continue
         if type(tok) is not str:
             tok = str(tok)
-        out.append(_new_top(TopLogprob, (tok, lp, _token_id(tok) if tok.startswith("token_id:") else None)))
-        # the sampled token is listed first even when it is not among the k most likely: count each once
-        if tok not in seen:
-            seen.add(tok)
-            h -= math.exp(lp) * lp
-    return tuple(out), (h if out else None)
+        out.append(_new_top(TopLogprob, (tok, lp, _token_id(tok) if tok[:9] == "token_id:" else None)))
+        h -= _exp(lp) * lp
+    if not out:
+        return (), None
+    if len(out) > 1 and len({a[0] for a in out}) < len(out):
+        # the sampled token listed again among its alternatives (some servers do): count each text once
+        seen: set[str] = set()
+        h = 0.0
+        for a in out:
+            if a[0] not in seen:
+                seen.add(a[0])
+                h -= _exp(a[1]) * a[1]
+    return tuple(out), h
 
 
 def token_from_entry(entry: Any) -> Token:
