@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from guard_helpers import benign, embedded_scorer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from proxy_helpers import running, sse_events
 from recording_server import ANSWER, TOOL_CALL, RecordingServer, ThreadServer
 
@@ -273,3 +275,35 @@ def test_streamed_tool_call_tokens_with_logprobs_are_scored_but_never_released_a
         assert merge_tool_calls(events) == [TOOL_CALL]
         assert events[-1].finish_reason == "tool_calls"
     run(go())
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(st.tuples(st.sampled_from(["data", "data ", "event", ": comment", "id"]),
+                                 st.text(alphabet="ab{}\" :é", max_size=12)), max_size=8),
+       eol=st.sampled_from(["\n", "\r\n", "\r"]), cuts=st.lists(st.integers(0, 400), max_size=6),
+       trailing=st.booleans())
+def test_sse_data_lines_survive_any_split_of_the_body(events, eol, cuts, trailing):
+    """sse_data gives the stripped payloads of the data: lines of an SSE body however the network splits it
+    (line endings \\n, \\r\\n or \\r, a \\r\\n itself split; comments, other fields, blank lines skipped; a last
+    line without its end still read) -- the reference reads the whole body at once."""
+    from guardrail.backends.openai_http import sse_data
+
+    body = "".join(f"{k}:{v}{eol}" if k in ("data", "event", "id") else
+                   (f"data: {v}{eol}" if k == "data " else f"{k}{eol}") for k, v in events)
+    body += eol if events else ""
+    if not trailing and body:
+        body = body[: -len(eol)]
+    raw = body.encode()
+    want = [line[5:].strip() for line in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+            if line.startswith(b"data:")]
+    points = sorted({min(c, len(raw)) for c in cuts})
+    pieces = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+
+    async def gen():
+        for p in pieces:
+            yield p
+
+    async def collect():
+        return [d async for d in sse_data(gen())]
+
+    assert asyncio.run(collect()) == want
