@@ -36,6 +36,8 @@ for A in 0.01 0.05; do
   $G eval stream $(printf -- '--data %s ' $CHAT) --split test --temperatures 1.8 --limit 60 --max-tokens 80 \
     --alpha $A --json > "$OUT/stream/salad_$A.json"
 done
+# how well the loop rule separates those generations (docs/proxy.md#streaming: why loops are cut less)
+.venv/bin/python scripts/loop_label_check.py --json > "$OUT/stream/loop_label.json"
 .venv/bin/python scripts/ladder_eval.py --out "$OUT/ladder.json"
 # the drift monitor: each domain baseline's held-back units, then another domain's (docs/guard.md#drift)
 .venv/bin/python scripts/drift_eval.py --data "$DATA" --out "$OUT/drift.json"
