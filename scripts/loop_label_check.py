@@ -5,8 +5,9 @@ embedded model's 80-token generations as loops (positives) or normal (calibratio
 This prints, for the calibration and test generations at T = 0 and 0.7 (scripts/stream_generations.py stores
 them): the share of each class with a verbatim repeated stretch of k tokens (a stretch that occurs twice), and
 the share whose copy count -- the most positions, within 32 consecutive tokens, whose 4-gram occurred earlier in
-the text -- exceeds the 99th percentile and the maximum of the normal calibration generations, and how many of
-the labelled loops hold code.  Reads the stored generations only (seconds).
+the text -- exceeds the 99th percentile and the maximum of the normal calibration generations, how many of those
+the shipped stream rule cuts already (replayed at abort_p = 0.01), and how many of the labelled loops hold code.
+Reads the stored generations only (seconds).
 
     python scripts/loop_label_check.py [--json]
 """
@@ -29,6 +30,7 @@ from stream_generations import MAX_TOKENS, plan  # noqa: E402
 from guardrail.baselines.model import load_baseline  # noqa: E402
 from guardrail.baselines.registry import shipped  # noqa: E402
 from guardrail.evaluation.generations import GenerationStore, seed_for  # noqa: E402
+from guardrail.evaluation.stream_eval import replay  # noqa: E402
 
 
 def keys(g) -> list[int]:
@@ -65,7 +67,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     store = GenerationStore()
-    sid = load_baseline(shipped()[("general~t0", "output")]).scorer_id
+    base = {t: load_baseline(shipped()[(n, "output")]) for t, n in ((0.0, "general~t0"), (0.7, "general~t07"))}
+    sid = base[0.0].scorer_id
     gens = {"calib": [], "test": []}
     for role, p, t in plan(250, 300, 60):
         if t <= 1.0:
@@ -80,6 +83,9 @@ def main() -> None:
     rep_l = np.array([longest_repeat(keys(g)) for g in loops])
     cc_cal = np.array([copy_count(keys(g)) for g in normal_cal])
     cc_l = np.array([copy_count(keys(g)) for g in loops])
+    cut = np.array([replay(base[g.temperature], g, 0.01, base[g.temperature].stream.check_every)[0] is not None
+                    for g in loops])
+    above = cc_l > np.quantile(cc_cal, 0.99)
     out = {
         "n_normal": len(normal), "n_loops": len(loops), "max_tokens": MAX_TOKENS,
         "verbatim_repeat_share": {str(k): {"normal": round(float((rep_n >= k).mean()), 3),
@@ -87,6 +93,8 @@ def main() -> None:
         "copy_count_normal_calib": {"q99": float(np.quantile(cc_cal, 0.99)), "max": int(cc_cal.max())},
         "loops_above_normal_q99": round(float((cc_l > np.quantile(cc_cal, 0.99)).mean()), 3),
         "loops_above_normal_max": round(float((cc_l > cc_cal.max()).mean()), 3),
+        "loops_cut_at_0.01": int(cut.sum()),
+        "loops_above_q99_and_cut": int((above & cut).sum()), "loops_above_q99_not_cut": int((above & ~cut).sum()),
         "loops_with_code": sum("```" in g.text or "def " in g.text for g in loops),
     }
     if args.json:
@@ -98,6 +106,8 @@ def main() -> None:
     print(f"  copy count (4-grams seen before, most in 32 tokens): normal calibration q99 "
           f"{out['copy_count_normal_calib']['q99']:.1f}, max {out['copy_count_normal_calib']['max']}; loops above "
           f"q99 {out['loops_above_normal_q99']:.1%}, above max {out['loops_above_normal_max']:.1%}")
+    print(f"  loops cut by the shipped stream rule at 0.01: {out['loops_cut_at_0.01']}; above q99 and cut "
+          f"{out['loops_above_q99_and_cut']}, above q99 and not cut {out['loops_above_q99_not_cut']}")
     print(f"  loops holding code: {out['loops_with_code']}")
 
 
