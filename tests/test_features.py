@@ -152,7 +152,7 @@ def test_lag_repeat_sees_a_loop_with_a_changing_counter():
     assert FEATURE_TAILS["lag_repeat"] == "high"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", " b", " !", "c", " dd", "<x>"]),
                           st.one_of(st.none(), st.floats(-15.0, 0.0)), st.one_of(st.none(), st.floats(0.0, 8.0)),
                           st.booleans()), min_size=0, max_size=60),

@@ -35,6 +35,7 @@ Texts shorter than a width use one window over all their tokens (see guardrail.s
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Collection, Sequence
 from typing import Literal
@@ -183,9 +184,10 @@ def _wanted(only: Collection[str] | None):
 
 def _repetition(keys: np.ndarray, want) -> dict[str, float]:
     """repeat_run, same_run and lag_repeat, as wanted, from one table of lag matches (lags 1..16 cover the
-    4 that repeat_run reads and the 1 that same_run reads)."""
+    4 that repeat_run reads and the 1 that same_run reads; only as many lags as the wanted signals read)."""
     n = int(keys.shape[0])
-    lags = min(LAG_MAX, n - 1)
+    need = LAG_MAX if want("lag_repeat") else REPEAT_PERIOD if want("repeat_run") else 1
+    lags = min(need, n - 1)
     out: dict[str, float] = {}
     if lags < 1:  # one token (or none): nothing repeats
         for k, v in (("repeat_run", 0.0), ("same_run", 0.0), ("lag_repeat", 0.0)):
@@ -216,15 +218,16 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
         return None
 
     want = _wanted(only)
-    c = _cumsum(v)  # one cumulative sum serves every width
+    windows = [w for w in widths if want(f"max_w{w}", f"min_w{w}")]
+    # one cumulative sum serves every width (none when no window is asked for)
+    c = _cumsum(v) if windows or want("spike_frac") else v[:0]
     out: dict[str, float] = {}
-    for w in widths:
-        if want(f"max_w{w}", f"min_w{w}"):
-            e = min(w, n)
-            sums = c[e:] - c[:-e]  # the extremes of the sums are the extremes of the means (e > 0: monotone)
-            out[f"max_w{w}"] = float(sums.max()) / e
-            out[f"min_w{w}"] = float(sums.min()) / e
-    total = float(v.sum())
+    for w in windows:
+        e = min(w, n)
+        sums = c[e:] - c[:-e]  # the extremes of the sums are the extremes of the means (e > 0: monotone)
+        out[f"max_w{w}"] = float(sums.max()) / e
+        out[f"min_w{w}"] = float(sums.min()) / e
+    total = float(v.sum()) if want("whole_nll", "bits_per_byte", "spike_frac") else math.nan
     mean = total / n
     n_tok = int(a.nll.shape[0])
     if want("whole_nll"):
