@@ -5,8 +5,9 @@ embedded model's 80-token generations as loops (positives) or normal (calibratio
 This prints, for the calibration and test generations at T = 0 and 0.7 (scripts/stream_generations.py stores
 them): the share of each class with a verbatim repeated stretch of k tokens (a stretch that occurs twice), and
 the share whose copy count -- the most positions, within 32 consecutive tokens, whose 4-gram occurred earlier in
-the text -- exceeds the 99th percentile and the maximum of the normal calibration generations, how many of those
-the shipped stream rule cuts already (replayed at abort_p = 0.01), and how many of the labelled loops hold code.
+the text -- exceeds the 99th percentile and the maximum of the normal calibration generations of its own
+temperature (the stream rule is calibrated per temperature), how many of those the shipped stream rule cuts
+already (replayed at abort_p = 0.01), and how many of the labelled loops hold code.
 Reads the stored generations only (seconds).
 
     python scripts/loop_label_check.py [--json]
@@ -81,18 +82,23 @@ def main() -> None:
     loops = [g for g in gens["calib"] + gens["test"] if g.loop]
     rep_n = np.array([longest_repeat(keys(g)) for g in normal])
     rep_l = np.array([longest_repeat(keys(g)) for g in loops])
-    cc_cal = np.array([copy_count(keys(g)) for g in normal_cal])
+    cc_cal = {t: np.array([copy_count(keys(g)) for g in normal_cal if g.temperature == t]) for t in base}
+    q99 = {t: float(np.quantile(c, 0.99)) for t, c in cc_cal.items()}
+    top = {t: int(c.max()) for t, c in cc_cal.items()}
     cc_l = np.array([copy_count(keys(g)) for g in loops])
+    loop_t = [g.temperature for g in loops]
     cut = np.array([replay(base[g.temperature], g, 0.01, base[g.temperature].stream.check_every)[0] is not None
                     for g in loops])
-    above = cc_l > np.quantile(cc_cal, 0.99)
+    above = np.array([c > q99[t] for c, t in zip(cc_l, loop_t, strict=True)])
+    above_max = np.array([c > top[t] for c, t in zip(cc_l, loop_t, strict=True)])
     out = {
         "n_normal": len(normal), "n_loops": len(loops), "max_tokens": MAX_TOKENS,
         "verbatim_repeat_share": {str(k): {"normal": round(float((rep_n >= k).mean()), 3),
                                            "loops": round(float((rep_l >= k).mean()), 3)} for k in (6, 8, 10, 12, 16)},
-        "copy_count_normal_calib": {"q99": float(np.quantile(cc_cal, 0.99)), "max": int(cc_cal.max())},
-        "loops_above_normal_q99": round(float((cc_l > np.quantile(cc_cal, 0.99)).mean()), 3),
-        "loops_above_normal_max": round(float((cc_l > cc_cal.max()).mean()), 3),
+        "copy_count_normal_calib": {f"{t:g}": {"n": int(cc_cal[t].size), "q99": round(q99[t], 2), "max": top[t]}
+                                    for t in base},
+        "loops_above_normal_q99": round(float(above.mean()), 3), "loops_above_normal_max": round(float(above_max.mean()), 3),
+        "n_loops_above_normal_q99": int(above.sum()),
         "loops_cut_at_0.01": int(cut.sum()),
         "loops_above_q99_and_cut": int((above & cut).sum()), "loops_above_q99_not_cut": int((above & ~cut).sum()),
         "loops_with_code": sum("```" in g.text or "def " in g.text for g in loops),
@@ -103,9 +109,11 @@ def main() -> None:
     print(f"{out['n_normal']} normal and {out['n_loops']} loop generations of {MAX_TOKENS} tokens (T = 0 and 0.7)")
     for k, v in out["verbatim_repeat_share"].items():
         print(f"  a stretch of >= {k:>2} tokens repeated verbatim: normal {v['normal']:.1%}, loops {v['loops']:.1%}")
-    print(f"  copy count (4-grams seen before, most in 32 tokens): normal calibration q99 "
-          f"{out['copy_count_normal_calib']['q99']:.1f}, max {out['copy_count_normal_calib']['max']}; loops above "
-          f"q99 {out['loops_above_normal_q99']:.1%}, above max {out['loops_above_normal_max']:.1%}")
+    for t, c in out["copy_count_normal_calib"].items():
+        print(f"  copy count (4-grams seen before, most in 32 tokens), normal calibration at T = {t}: q99 {c['q99']}, "
+              f"max {c['max']} (n {c['n']})")
+    print(f"  loops above their temperature's q99 {out['loops_above_normal_q99']:.1%} "
+          f"({out['n_loops_above_normal_q99']}), above its max {out['loops_above_normal_max']:.1%}")
     print(f"  loops cut by the shipped stream rule at 0.01: {out['loops_cut_at_0.01']}; above q99 and cut "
           f"{out['loops_above_q99_and_cut']}, above q99 and not cut {out['loops_above_q99_not_cut']}")
     print(f"  loops holding code: {out['loops_with_code']}")

@@ -27,12 +27,14 @@ def test_integers_past_64_bits_are_read_exactly():
     assert loads(b'{"seed": 123456789012345678901234567, "x": -9223372036854775809}') == {
         "seed": 123456789012345678901234567, "x": -9223372036854775809}
     assert loads('{"lp": -0.00012345678901234567}') == {"lp": -0.00012345678901234567}  # a float's digits
-    # the same as text, as bytes, as a memoryview; beside floats with long digit runs; with a lone surrogate
-    doc = r'{"lp": -0.00012345678901234567, "n": [1e5, 12345678901234567890], "s": "\u00e9\ud800"}'
-    want = json.loads(doc)
+    # past 64 bits (orjson would give floats), as text, as bytes, as a memoryview, beside floats with long digit
+    # runs and non-ASCII text
+    doc = '{"lp": -0.00012345678901234567, "n": [1e5, 18446744073709551616, -9223372036854775809], "s": "caf\u00e9"}'
+    want = {"lp": -0.00012345678901234567, "n": [1e5, 2**64, -(2**63) - 1], "s": "caf\u00e9"}
     for d in (doc, doc.encode(), memoryview(doc.encode())):
-        assert loads(d) == want and type(loads(d)["n"][1]) is int
-    assert loads('{"s": "\ud800", "n": 12345678901234567890}') == {"s": "\ud800", "n": 12345678901234567890}
+        got = loads(d)
+        assert got == want and [type(x) for x in got["n"]] == [float, int, int]
+    assert loads('{"s": "\ud800", "n": 18446744073709551616}') == {"s": "\ud800", "n": 2**64}  # a lone surrogate
     assert type(loads(b'{"n": 1234567890123456789.5}')["n"]) is float  # 19 digits, but a float
 
 
@@ -91,3 +93,32 @@ def test_a_backend_answer_with_non_standard_literals_is_read_not_a_502():
         assert [t.logprob for t in toks] == [-0.5, None, None]
         assert Flag.CLAMPED in toks[1].flags and Flag.MISSING in toks[2].flags
     assert gen.output.text == "Hi there!"
+
+
+def test_a_stream_chunk_with_invalid_utf8_is_read_with_replacement_characters():
+    """A server that cuts a character between chunks (invalid UTF-8 in one chunk): read as a text reader would,
+    with U+FFFD, not a 502."""
+    import asyncio
+
+    import httpx
+
+    from guardrail.backends.base import GenerationRequest
+    from guardrail.backends.openai_http import OpenAIHTTPBackend
+
+    bad = (b'data: {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [{"index": 0, "delta":'
+           b' {"content": "caf\xc3"}, "finish_reason": null}]}\n\n')
+    end = (b'data: {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [{"index": 0, "delta":'
+           b' {"content": "!"}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n')
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bad + end, headers={"content-type": "text/event-stream"})
+
+    async def go():
+        b = OpenAIHTTPBackend("http://backend/v1", "m", client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+        req = GenerationRequest(messages=[{"role": "user", "content": "hello"}], max_tokens=3, logprobs=False)
+        events = [ev async for ev in b.stream(req)]
+        await b.aclose()
+        return events
+
+    events = asyncio.run(go())
+    assert "".join(ev.text for ev in events) == "caf\ufffd!" and events[-1].finish_reason == "stop"

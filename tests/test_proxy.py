@@ -563,3 +563,68 @@ def test_guard_stream_reads_ahead_within_its_buffer_and_closes_the_source():
             await gs3.next(1.0)
 
     asyncio.run(main())
+
+
+def test_sse_stream_delivers_the_text_before_a_failure_and_ends_a_cancelled_source_with_an_error():
+    """Bursts are written at once, but text already formatted still leaves when the end's handling fails; a
+    cancellation inside the Guard's stream (not the client's) ends the SSE with an error event and [DONE], not a
+    quiet, truncated 200; the stream is closed once; a GuardStream closed before its reader ever ran gives no
+    keep-alives afterwards."""
+    from types import SimpleNamespace
+
+    from guardrail.guard.streaming import StreamDelta, StreamEnd
+    from guardrail.proxy.streaming import GuardStream, sse_stream
+
+    start = SimpleNamespace(report=SimpleNamespace(request_id="r1"))
+
+    async def body(source, on_end=lambda e: None) -> tuple[bytes, int]:
+        closed = []
+
+        async def on_close() -> None:
+            closed.append(1)
+
+        gs = GuardStream(source)
+        out = b"".join([c async for c in sse_stream(gs, start, model="m", include_usage=False, logprobs=False,
+                                                     top_logprobs=0, on_end=on_end, on_close=on_close)])
+        return out, len(closed)
+
+    async def ends_badly():
+        yield StreamDelta("hello")
+        yield StreamDelta(" world")
+        yield StreamEnd(None, "stop")  # type: ignore[arg-type]
+
+    def on_end(e):
+        raise ValueError("report failed")
+
+    async def cancelled_inside():
+        yield StreamDelta("part")
+        f = asyncio.get_running_loop().create_future()
+        f.cancel()
+        await f
+
+    def texts(events) -> list[str]:
+        return [e["choices"][0]["delta"].get("content") for e in events if isinstance(e, dict) and e.get("choices")]
+
+    async def main() -> None:
+        out, n_closed = await body(ends_badly(), on_end)
+        events = sse_events(out.decode())
+        assert texts(events) == ["", "hello", " world"]  # the role chunk, then both deltas
+        assert "error" in events[-2] and events[-1] == "[DONE]" and n_closed == 1
+        out, n_closed = await body(cancelled_inside())
+        events = sse_events(out.decode())
+        assert texts(events) == ["", "part"] and "error" in events[-2] and events[-1] == "[DONE]"
+        assert n_closed == 1
+
+        async def never():
+            yield StreamDelta("x")
+
+        gs = GuardStream(never())
+        await gs.next(0.01)  # the reader task exists but has not run yet
+        gs2 = GuardStream(never())
+        gs2._reader = asyncio.ensure_future(gs2._read())
+        await gs2.aclose()  # cancelled before its first step
+        with pytest.raises(StopAsyncIteration):
+            await gs2.next(0.01)
+        await gs.aclose()
+
+    asyncio.run(main())

@@ -279,13 +279,14 @@ def test_streamed_tool_call_tokens_with_logprobs_are_scored_but_never_released_a
 
 @settings(max_examples=300, deadline=None)
 @given(events=st.lists(st.tuples(st.sampled_from(["data", "data ", "event", ": comment", "id"]),
-                                 st.text(alphabet="ab{}\" :é", max_size=12)), max_size=8),
+                                 st.text(alphabet="ab{}\" :é\u2028\u2029\x85\x0c\x0b\x1c", max_size=12)), max_size=8),
        eol=st.sampled_from(["\n", "\r\n", "\r"]), cuts=st.lists(st.integers(0, 400), max_size=6),
        trailing=st.booleans())
 def test_sse_data_lines_survive_any_split_of_the_body(events, eol, cuts, trailing):
     """sse_data gives the stripped payloads of the data: lines of an SSE body however the network splits it
     (line endings \\n, \\r\\n or \\r, a \\r\\n itself split; comments, other fields, blank lines skipped; a last
-    line without its end still read) -- the reference reads the whole body at once."""
+    line without its end still read; U+2028, U+0085, form feeds inside a payload are not line ends, as JSON
+    allows them unescaped) -- the reference reads the whole body at once."""
     from guardrail.backends.openai_http import sse_data
 
     body = "".join(f"{k}:{v}{eol}" if k in ("data", "event", "id") else

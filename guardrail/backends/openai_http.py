@@ -193,8 +193,11 @@ class OpenAIHTTPBackend(BackendBase):
                 try:
                     chunk = loads(data)
                 except ValueError:
-                    raise BackendHTTPError(f"{self._where}: a stream chunk is not JSON: "
-                                           f"{data[:120].decode('utf-8', 'replace')!r}", 502) from None
+                    try:  # invalid UTF-8 from the server: read with replacement characters, as a text reader does
+                        chunk = loads(data.decode("utf-8", "replace"))
+                    except ValueError:
+                        raise BackendHTTPError(f"{self._where}: a stream chunk is not JSON: "
+                                               f"{data[:120].decode('utf-8', 'replace')!r}", 502) from None
                 if chunk.get("error"):
                     raise BackendHTTPError(f"{self._where}: {chunk['error'].get('message', chunk['error'])}", 502)
                 usage = chunk.get("usage") or {}
@@ -241,18 +244,22 @@ async def sse_data(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     are).  Lines end at ``\\n``, ``\\r\\n`` or ``\\r``; a line split across reads is joined; other fields, comments
     and blank lines are skipped.  The body's lines are split in C (``bytes.splitlines``) and never decoded to text:
     93 us for a 32-token stream body here where httpx's line reader takes 140."""
-    rest = b""
+    rest: list[bytes] = []  # the pieces of a line not ended yet (a long line is joined once, when it ends)
     async for piece in pieces:
         if not piece:
             continue
-        buf = rest + piece if rest else piece
+        if b"\n" not in piece and b"\r" not in piece:
+            rest.append(piece)
+            continue
+        buf = b"".join((*rest, piece)) if rest else piece
         lines = buf.splitlines()
-        rest = b"" if buf[-1] in b"\r\n" else lines.pop()
+        rest = [] if buf[-1] in b"\r\n" else [lines.pop()]
         for line in lines:
             if line[:5] == b"data:":
                 yield line[5:].strip()
-    if rest[:5] == b"data:":
-        yield rest[5:].strip()
+    last = b"".join(rest)
+    if last[:5] == b"data:":
+        yield last[5:].strip()
 
 
 def _tool_call_deltas(chunk: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -77,6 +77,11 @@ class GuardStream:
                     await self._room
         except Exception as e:  # handed to the consumer, raised by next()
             self._error = e
+        except asyncio.CancelledError:
+            if self._closed:  # aclose() cancelled the read
+                raise
+            # a cancellation inside the Guard's stream that nobody here asked for: an error, not a quiet end
+            self._error = RuntimeError("the guarded stream was cancelled")
         finally:
             self._ended = True
             _resolve(self._wake)
@@ -115,6 +120,8 @@ class GuardStream:
         if self._closed:
             return
         self._closed = True
+        self._ended = True  # a reader cancelled before its first step never runs its own finally
+        _resolve(self._wake)
         # shielded: a client gone means Starlette is cancelling this task, and every unshielded await would be
         # cancelled before the backend's stream is closed
         with anyio.CancelScope(shield=True):
@@ -185,15 +192,23 @@ async def sse_stream(events: GuardStream, start: StreamStart, *, model: str, inc
             if ev is None:
                 yield b": keep-alive\n\n"
                 continue
-            out = []
-            for e in (ev, *events.ready()):  # what is already there goes out in one write
-                if isinstance(e, StreamEnd):
-                    on_end(e)
-                out.extend(_data(shape(c)) for c in chunks.of(e))
-                if isinstance(e, StreamEnd):
-                    out.append(b"data: [DONE]\n\n")
+            out: list[bytes] = []
+            try:
+                for e in (ev, *events.ready()):  # what is already there goes out in one write
+                    if isinstance(e, StreamEnd):
+                        if out:  # the text before the end leaves first, whatever the end's handling does
+                            yield b"".join(out)
+                            out = []
+                        on_end(e)
+                    out.extend(_data(shape(c)) for c in chunks.of(e))
+                    if isinstance(e, StreamEnd):
+                        out.append(b"data: [DONE]\n\n")
+                        yield b"".join(out)
+                        return
+            except Exception:
+                if out:  # what was formatted before the failure still goes out, then the error event
                     yield b"".join(out)
-                    return
+                raise
             if out:
                 yield b"".join(out)
     except StopAsyncIteration:  # the Guard always ends with StreamEnd; a stream without one is cut short
