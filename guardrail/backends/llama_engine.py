@@ -15,13 +15,13 @@ import ctypes
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, ModelError
 from ..models import file_sha256, models_cache_dir
+from .llama_rows import Job, JobResult, logprob_rows
 
 log = logging.getLogger("guardrail.llama")
 
@@ -53,55 +53,6 @@ def _install_log_callback(L) -> None:  # noqa: N803
     L.llama_log_set(_cb, ctypes.c_void_p(0))
 
 
-@dataclass(slots=True)
-class Job:
-    """Teacher-force ``tokens``; score the tokens at indices ``score_from .. len-1``."""
-
-    tokens: np.ndarray  # int32
-    score_from: int = 1
-    top_k: int = 0
-
-
-@dataclass(slots=True)
-class JobResult:
-    logprob: np.ndarray  # float32, one per scored token
-    entropy: np.ndarray  # float32, exact entropy of the full predictive distribution (nats)
-    top_ids: np.ndarray  # int32 [n, k], most likely first
-    top_logprob: np.ndarray  # float32 [n, k]
-
-
-def logprob_rows(z: np.ndarray, targets: np.ndarray, top_k: int = 0) -> JobResult:
-    """Log-softmax of logit rows ``z`` read at ``targets``, exact entropy and top-k.
-
-    Works on blocks of rows with one reused buffer (no per-block allocation), five passes per row:
-    max, exp(z - max), sum, sum(e * z), and the gather.  ``H = m + log s - sum(e z) / s``.
-    """
-    n, v = z.shape
-    lp = np.empty(n, dtype=np.float32)
-    ent = np.empty(n, dtype=np.float32)
-    top_ids = np.empty((n, top_k), dtype=np.int32)
-    top_lp = np.empty((n, top_k), dtype=np.float32)
-    step = 16
-    buf = np.empty((min(step, n), v), dtype=np.float32)
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        blk = z[a:b]
-        e = buf[: b - a]
-        m = blk.max(axis=1)
-        np.subtract(blk, m[:, None], out=e)
-        np.exp(e, out=e)
-        s = e.sum(axis=1, dtype=np.float64)
-        ez = np.einsum("ij,ij->i", e, blk, dtype=np.float64)
-        lse = m + np.log(s)
-        lp[a:b] = blk[np.arange(b - a), targets[a:b]] - lse
-        ent[a:b] = lse - ez / s
-        if top_k:
-            idx = np.argpartition(blk, -top_k, axis=1)[:, -top_k:]
-            vals = np.take_along_axis(blk, idx, axis=1)
-            order = np.argsort(-vals, axis=1, kind="stable")
-            top_ids[a:b] = np.take_along_axis(idx, order, axis=1)
-            top_lp[a:b] = np.take_along_axis(vals, order, axis=1) - lse[:, None]
-    return JobResult(lp, ent, top_ids, top_lp)
 
 
 def check_gguf(path: Path) -> None:
@@ -177,6 +128,10 @@ def compute_copy(path: Path, compute: str, sha256: str) -> Path:
     return out
 
 
+class _NoRoomError(ModelError):
+    """llama_decode found no free KV cells for the batch (the cache is left as it was)."""
+
+
 class LlamaEngine:
     """One loaded model + one context.  Positions and sequences are managed here."""
 
@@ -233,6 +188,13 @@ class LlamaEngine:
         self.control = frozenset(
             i for i in range(self.n_vocab) if L.llama_vocab_is_control(self._vocab, i)
         )
+        # the last sequences are set apart for reply sessions (llama_sessions: a stream's checkpoints decode only
+        # what is new); packed scoring and generation use the others
+        from .llama_sessions import ReplySessions
+
+        n_sessions = min(4, n_seq_max - 1)
+        self._n_work = n_seq_max - n_sessions
+        self.sessions = ReplySessions(self, list(range(n_seq_max - 1, self._n_work - 1, -1)))
         self.bos = int(L.llama_vocab_bos(self._vocab))
         self.eos = int(L.llama_vocab_eos(self._vocab))
         self.eog = frozenset(i for i in self.control if L.llama_vocab_is_eog(self._vocab, i))
@@ -264,7 +226,33 @@ class LlamaEngine:
 
     # ---------------------------------------------------------------- decoding
     def _clear(self) -> None:
-        self._L.llama_memory_clear(self._L.llama_get_memory(self._ctx), True)
+        """Free the cells of every sequence but the sessions'."""
+        if not len(self.sessions):
+            self._L.llama_memory_clear(self._L.llama_get_memory(self._ctx), True)
+            return
+        for seq in range(self._n_work):
+            self.seq_rm(seq, 0)
+
+    def seq_rm(self, seq: int, p0: int) -> None:
+        """Free sequence ``seq``'s cells from position ``p0`` on."""
+        self._L.llama_memory_seq_rm(self._L.llama_get_memory(self._ctx), seq, p0, -1)
+
+    def session_score(self, key: str, tokens: np.ndarray, score_from: int, top_k: int) -> JobResult:
+        """:meth:`score` of one job through the reply session ``key`` (llama_sessions): only what changed since
+        the session's last call is decoded."""
+        self._clear()
+        return self.sessions.score(key, tokens, score_from, top_k)
+
+    def decode_rows(self, rows: Sequence[tuple[int, int, int, bool]], keep: str | None = None) -> np.ndarray:
+        """:meth:`_decode`; when the cache has no room, the sessions (all but ``keep``) give way and it is tried
+        once more (a failed decode leaves the cache as it was)."""
+        try:
+            return self._decode(rows)
+        except _NoRoomError:
+            if not len(self.sessions):
+                raise ModelError("llama_decode found no room in the KV cache") from None
+            self.sessions.evict(need=0, keep=keep)
+            return self._decode(rows)
 
     def _decode(self, rows: Sequence[tuple[int, int, int, bool]]) -> np.ndarray:
         """Decode ``(token, pos, seq, want_logits)`` rows; return the logits of the wanted rows (a view)."""
@@ -282,6 +270,8 @@ class LlamaEngine:
             seq_ids[i][0] = s
         b.n_tokens = n
         rc = self._L.llama_decode(self._ctx, b)
+        if rc == 1:
+            raise _NoRoomError("llama_decode found no room in the KV cache (code 1)")
         if rc != 0:
             raise ModelError(f"llama_decode failed (code {rc})")
         n_out = int(arr[:, 3].sum())
@@ -302,7 +292,7 @@ class LlamaEngine:
                     group, used = [], 0
                 yield [i]
                 continue
-            if group and (used + n > self.n_batch or len(group) >= self.n_seq_max):
+            if group and (used + n > self.n_batch or len(group) >= self._n_work):
                 yield group
                 group, used = [], 0
             group.append(i)
@@ -330,10 +320,11 @@ class LlamaEngine:
                     if want:
                         owners.append((i, p + 1))
             self._clear()
+            self.sessions.evict(need=len(rows))  # the sessions give way to the group's tokens
             k = 0
             for a in range(0, len(rows), self.n_batch):
                 chunk = rows[a : a + self.n_batch]
-                logits = self._decode(chunk)
+                logits = self.decode_rows(chunk)
                 m = logits.shape[0]
                 own = owners[k : k + m]
                 k += m
@@ -374,6 +365,7 @@ class LlamaEngine:
         if len(tokens) >= self.n_ctx:
             raise ConfigError(f"prompt of {len(tokens)} tokens does not fit the context ({self.n_ctx})")
         self._clear()
+        self.sessions.evict()  # a generation may grow to the whole context
         n = len(tokens)
         logits = None
         for a in range(0, n, self.n_batch):

@@ -120,9 +120,16 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
     async def score_many(self, texts: Sequence[str], *, side: Side = Side.TEXT) -> list[Segment]:
         return await self._run(self.score_blocking, list(texts), side)
 
-    async def score_reply(self, messages: Sequence[dict[str, str]], reply: str) -> Segment:
-        """Teacher-force ``reply`` as the assistant's answer to ``messages`` (output side)."""
-        return await self._run(self._score_reply_blocking, list(messages), reply)
+    async def score_reply(self, messages: Sequence[dict[str, str]], reply: str, *,
+                          session: str | None = None) -> Segment:
+        """Teacher-force ``reply`` as the assistant's answer to ``messages`` (output side).  ``session``: a
+        growing answer's key -- the model decodes only what changed since the session's last call (a stream's
+        checkpoints; llama_sessions); :meth:`end_session` frees it."""
+        return await self._run(self._score_reply_blocking, list(messages), reply, session)
+
+    async def end_session(self, session: str) -> None:
+        """Free a reply session's cells (it would give way to other work anyway)."""
+        await self._run(self._engine.sessions.drop, session)
 
     async def generate(self, request: GenerationRequest) -> Generation:
         events = [ev async for ev in self.stream(request)]
@@ -323,13 +330,22 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         """The jobs teacher-forcing ``reply`` after the rendered ``messages``, the reply's ids and the prompt's
         length.  A prompt and reply longer than the context are scored in overlapping windows (as long texts are):
         the first window keeps the end of the prompt as context."""
+        full, r_ids, n_prompt = self._reply_ids(messages, reply)
+        return self._chunk_jobs(full, n_prompt), r_ids, n_prompt
+
+    def _reply_ids(self, messages: list[dict[str, str]], reply: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """The rendered ``messages`` followed by ``reply``, the reply's ids, and the prompt's length."""
         data = self._encode(reply, "reply")
         _, p_ids, _ = self._prompt(messages)
         r_ids = self._engine.tokenize(data)
-        full = np.concatenate([p_ids, r_ids]).astype(np.int32)
-        return self._chunk_jobs(full, len(p_ids)), r_ids, len(p_ids)
+        return np.concatenate([p_ids, r_ids]).astype(np.int32), r_ids, len(p_ids)
 
-    def _score_reply_blocking(self, messages: list[dict[str, str]], reply: str) -> Segment:
+    def _score_reply_blocking(self, messages: list[dict[str, str]], reply: str, session: str | None = None) -> Segment:
+        if session is not None:
+            full, r_ids, n_prompt = self._reply_ids(messages, reply)
+            if len(full) <= self._engine.n_ctx:  # longer: overlapping windows, scored afresh
+                res = self._engine.session_score(session, full, n_prompt, self.top_k)
+                return self._segment(reply, Side.OUTPUT, r_ids, res, 0, special=None)
         (seg,) = self._score_replies_blocking([(messages, reply)], skip=False)
         assert seg is not None
         return seg

@@ -18,6 +18,7 @@ assesses every checkpoint (the evaluation's per-prefix ablation reads every tail
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -85,10 +86,11 @@ class TeacherForcedCheckpoints:
     """Checkpoints of another backend's stream judged by the embedded scorer (the policy's ``embedded_every``):
     every k streamed tokens the answer so far is teacher-forced as the reply to the conversation and its
     features assessed against the output baseline, with the stream's abort rule (Bonferroni over the planned
-    checkpoints: the shipped calibrations are for a model's own generations).  Each checkpoint re-scores the
-    whole answer so far: model time grows with the square of its length.  A checkpoint the scorer cannot
-    score (an answer of whitespace so far, the scorer busy) is skipped; the end of the stream is judged whole
-    either way."""
+    checkpoints: the shipped calibrations are for a model's own generations).  A scorer with reply sessions (the
+    embedded one: llama_sessions) decodes at each checkpoint only what is new since the last one; another
+    re-scores the whole answer so far, so its model time grows with the square of the answer's length.  A
+    checkpoint the scorer cannot score (an answer of whitespace so far, the scorer busy) is skipped; the end of
+    the stream is judged whole, afresh, either way.  :meth:`aclose` frees the session."""
 
     def __init__(self, baseline: Baseline, rules: StreamRules, max_tokens: int, scorer: Any,
                  messages: Sequence[Mapping[str, Any]]) -> None:
@@ -100,6 +102,8 @@ class TeacherForcedCheckpoints:
         self.info = self.assessor.info
         self.scorer, self.messages, self.every = scorer, list(messages), every
         self.text, self.n = "", 0
+        # a session per stream where the scorer keeps them (its key: this object, for as long as it lives)
+        self.session = f"stream-{id(self):x}-{next(_SESSIONS)}" if hasattr(scorer, "end_session") else None
 
     async def push(self, text: str) -> Checkpoint | None:
         """Feed one streamed token's text; every ``embedded_every`` tokens, the checkpoint (or None if skipped)."""
@@ -108,9 +112,24 @@ class TeacherForcedCheckpoints:
         if self.n % self.every or not self.text.strip():
             return None
         try:
-            seg = await self.scorer.score_reply(self.messages, self.text)
+            if self.session is not None:
+                seg = await self.scorer.score_reply(self.messages, self.text, session=self.session)
+            else:
+                seg = await self.scorer.score_reply(self.messages, self.text)
             self.assessor.baseline.check_segment(seg, "stream checkpoint")
         except (BackendError, InputError, BaselineError):
             return None
         feats = features(seg, self.assessor.baseline.widths, only=self.assessor.baseline.calibrator.inputs)
         return self.assessor.check(feats, self.n) if feats is not None else None
+
+    async def aclose(self) -> None:
+        """Free the scorer's session (once; a scorer that cannot is left to evict it)."""
+        session, self.session = self.session, None
+        if session is not None:
+            try:
+                await self.scorer.end_session(session)
+            except (BackendError, InputError):
+                pass
+
+
+_SESSIONS = itertools.count()

@@ -208,6 +208,8 @@ async def stream_chat(
     finally:
         await agen.aclose()  # on an abort or a client gone: the backend's request is cancelled
     gen_ms = (guard._clock() - t - assess_s) * 1e3
+    if teacher is not None:  # its session's cells are free for the final judgement (a client gone: evicted later)
+        await teacher.aclose()
     tokens = [e.token for e in events if e.token is not None]
     text = "".join(e.text for e in events)  # what the tokens spell (tool-call markup included)
     content = "".join(e.text for e in events if e.tool_calls is None)  # what the client got as content

@@ -1,0 +1,134 @@
+"""Incremental teacher forcing of a growing reply: the embedded scorer judging another backend's stream.
+
+A stream checkpoint teacher-forces the answer so far after its prompt.  Scored afresh, every checkpoint decodes the
+prompt and the whole answer again, so a stream costs the square of its length.  A session keeps one sequence of
+the engine's KV cache holding the tokens it last decoded, with the logprobs it read for them: the next checkpoint
+of the same answer decodes only what changed -- the tokens after the longest common prefix with the last call,
+plus the one before them, whose logits predict the first new token (a growing text can also re-tokenize its last
+token or two) -- and reuses the rest.  Each logprob depends only on the tokens before it (a causal model), so the
+reused values are the values a fresh call reads; they can differ from them in the last bits only where llama.cpp
+groups the rows differently (tested against fresh scoring).
+
+Sessions live in the engine's KV cache beside everything else, on sequences set apart for them.  They give way:
+anything else that needs the cells (a long text, a generation) evicts them, least recently used first, and an
+evicted session's next call simply decodes everything again.  Blocking and not thread-safe, like the engine.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import ConfigError
+from .llama_rows import JobResult, logprob_rows
+
+if TYPE_CHECKING:
+    from .llama_engine import LlamaEngine
+
+__all__ = ["ReplySessions"]
+
+
+@dataclass(slots=True)
+class _Session:
+    seq: int
+    tokens: np.ndarray  # int32: what the sequence holds, positions 0..len-1
+    score_from: int
+    top_k: int
+    res: JobResult  # for targets score_from .. len(tokens) - 1
+
+
+class ReplySessions:
+    """Per-key sequences of the engine's KV cache (the engine's ``sessions``)."""
+
+    def __init__(self, engine: LlamaEngine, seqs: list[int]) -> None:
+        self.engine = engine
+        self._free = list(seqs)
+        self._live: OrderedDict[str, _Session] = OrderedDict()
+        self.decoded = 0  # tokens decoded through sessions (what a checkpoint cost the model)
+
+    @property
+    def cells(self) -> int:
+        """KV cells the sessions hold."""
+        return sum(len(s.tokens) for s in self._live.values())
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def drop(self, key: str) -> None:
+        s = self._live.pop(key, None)
+        if s is not None:
+            self._release(s)
+
+    def evict(self, need: int = 0, keep: str | None = None) -> None:
+        """Free sessions, least recently used first (never ``keep``), until ``need`` cells are free beside them;
+        ``need`` 0: all of them."""
+        for key in list(self._live):
+            if need and self.engine.n_ctx - self.cells >= need:
+                return
+            if key != keep:
+                self._release(self._live.pop(key))
+
+    def _release(self, s: _Session) -> None:
+        self.engine.seq_rm(s.seq, 0)
+        self._free.append(s.seq)
+
+    def score(self, key: str, tokens: np.ndarray, score_from: int, top_k: int) -> JobResult:
+        """Teacher-force ``tokens``, reading the logprobs of ``tokens[score_from:]``; the session ``key`` keeps them
+        for its next call.  ``tokens`` must fit the context; ``score_from`` >= 1."""
+        eng = self.engine
+        n = len(tokens)
+        if n > eng.n_ctx or not 1 <= score_from <= n:
+            raise ConfigError(f"a session scores 1 <= score_from <= len <= {eng.n_ctx}, got {score_from}, {n}")
+        tokens = np.asarray(tokens, dtype=np.int32)
+        s = self._live.pop(key, None)
+        if s is not None and (s.score_from != score_from or s.top_k != top_k):
+            self._release(s)
+            s = None
+        if s is None:
+            if not self._free:  # every session sequence taken: the least recently used one gives way
+                self._release(self._live.popitem(last=False)[1])
+            s = _Session(self._free.pop(), tokens[:0], score_from, top_k, _empty(top_k))
+        self._live[key] = s  # most recently used
+        m = len(s.tokens)
+        k = min(m, n)
+        diff = np.flatnonzero(s.tokens[:k] != tokens[:k])
+        c = int(diff[0]) if diff.size else k  # the common prefix
+        t0 = max(score_from, c)  # the first target not read before
+        keep = max(0, min(c, n) - score_from)  # reused results: targets score_from .. score_from + keep - 1
+        if t0 >= n:  # nothing new (the same text, or a shorter one)
+            eng.seq_rm(s.seq, n)
+            s.tokens, s.res = tokens.copy(), _head(s.res, keep)
+            return _copy(s.res)
+        q = min(c, t0 - 1)  # decode from here: the changed tokens, and the one whose logits give target t0
+        eng.seq_rm(s.seq, q)
+        s.tokens, s.res = tokens[:q].copy(), _head(s.res, keep)
+        self.evict(need=n - q, keep=key)  # the room the new tokens take (the sessions give way to each other)
+        parts = [s.res]
+        for a in range(q, n, eng.n_batch):
+            rows = [(int(tokens[p]), p, s.seq, t0 <= p + 1 < n) for p in range(a, min(n, a + eng.n_batch))]
+            logits = eng.decode_rows(rows, keep=key)
+            if logits.shape[0]:
+                first = max(a, t0 - 1)
+                parts.append(logprob_rows(logits, tokens[first + 1: first + 1 + logits.shape[0]].astype(np.int64),
+                                          top_k))
+        self.decoded += n - q
+        s.tokens = tokens.copy()
+        s.res = JobResult(*(np.concatenate([getattr(p, f) for p in parts])
+                            for f in ("logprob", "entropy", "top_ids", "top_logprob")))
+        return _copy(s.res)
+
+
+def _empty(top_k: int) -> JobResult:
+    return JobResult(np.empty(0, np.float32), np.empty(0, np.float32), np.empty((0, top_k), np.int32),
+                     np.empty((0, top_k), np.float32))
+
+
+def _head(r: JobResult, n: int) -> JobResult:
+    return JobResult(r.logprob[:n], r.entropy[:n], r.top_ids[:n], r.top_logprob[:n])
+
+
+def _copy(r: JobResult) -> JobResult:
+    return JobResult(r.logprob.copy(), r.entropy.copy(), r.top_ids.copy(), r.top_logprob.copy())
