@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from assessor_bench import bench_assessor  # noqa: E402
 from generation_bench import bench_generation  # noqa: E402
 from guard_bench import bench_guard  # noqa: E402
+from teacher_bench import bench_teacher  # noqa: E402
 
 GFLOP_PER_TOKEN = 0.27  # ~2 x 135M parameters
 N_TEXTS = 12
@@ -293,7 +294,8 @@ def bench_proxy() -> dict:
 def markdown(res: dict) -> str:
     w = res["windows"]
     lines = [
-        "# Benchmarks", "", f"Measured {res['date']} on {res['machine']} ({res['cpus']} CPUs), by `make bench`.", "",
+        "# Benchmarks", "", f"Measured on {res['machine']} ({res['cpus']} CPUs) by `make bench`, "
+        + (", ".join(f"{k} {d}" for k, d in res["measured"].items()) if res.get("measured") else res["date"]) + ".", "",
         "## Window scoring (32,768 tokens x 3 widths)", "",
         "| what | ms | vs naive loop |", "|---|---|---|",
         f"| core (cumsum, window sums, argmax) | {w['core_ms']} | {w['speedup_core_vs_naive']}x faster |",
@@ -353,6 +355,18 @@ def markdown(res: dict) -> str:
                   "| without | with the assessor | slower by | goal |", "|---|---|---|---|",
                   f"| {g['tokens_per_s_without']} tokens/s | {g['tokens_per_s_with_assessor']} tokens/s | "
                   f"{g['slowdown_pct']} % | <= {g['goal_slowdown_pct']} % |"]
+    tb = res.get("teacher_stream")
+    if tb:
+        sec = tb["seconds_per_stream"]
+        lines += ["", f"## A remote stream judged by the embedded scorer at checkpoints ({tb['answer_tokens']}-token "
+                  f"answer streamed at once, {tb['words_streamed']} pieces; seconds per stream, median of "
+                  f"{tb['rounds']} alternating rounds)", "",
+                  "| judged | with reply sessions | re-scored at each checkpoint |", "|---|---|---|",
+                  f"| at the end only | {sec['end_only']} | |",
+                  f"| every 32 pieces ({tb['checkpoints']['every_32_sessions']} checkpoints) | "
+                  f"{sec['every_32_sessions']} | {sec['every_32_fresh']} |",
+                  f"| every 16 pieces ({tb['checkpoints']['every_16_sessions']} checkpoints) | "
+                  f"{sec['every_16_sessions']} | {sec['every_16_fresh']} |"]
     px = res.get("proxy")
     if px and "targets" in px:
         lines += ["", f"## Proxy overhead ({px['backend']}; one uvicorn worker each, load generator on the same "
@@ -379,21 +393,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     ap.add_argument("--child")
+    ap.add_argument("--only", help="comma-separated sections to measure again (the others are kept from --out, "
+                                   "each section with the date it was measured)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child)))
         return
-    res = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "windows": bench_windows(),
-        "embedded": bench_embedded(),
-        "stream": bench_stream(),
-        "assessor": bench_assessor(),
-        "generation": bench_generation(),
-        "guard": bench_guard(),
-        "proxy": bench_proxy(),
-    }
+    sections = {"windows": bench_windows, "embedded": bench_embedded, "stream": bench_stream,
+                "assessor": bench_assessor, "generation": bench_generation, "guard": bench_guard,
+                "teacher_stream": bench_teacher, "proxy": bench_proxy}
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    only = [s.strip() for s in args.only.split(",")] if args.only else list(sections)
+    unknown = [s for s in only if s not in sections]
+    if unknown:
+        raise SystemExit(f"unknown sections {unknown}; known: {', '.join(sections)}")
+    res = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else {}
+    dates = res.setdefault("measured", {k: res.get("date", now) for k in sections if k in res})
+    res.update({"date": now, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()})
+    for name in only:
+        res[name] = sections[name]()
+        dates[name] = now
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     Path(args.out).with_suffix(".md").write_text(markdown(res))
     print(markdown(res))

@@ -64,8 +64,8 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
                          f"probability {bound} {st.abort_p:g} over its whole stream ({how}) when the serving model's "
                          f"own logprobs judge it; "
                          + (f"a stream the embedded scorer judges is teacher-forced every {st.embedded_every} "
-                            f"tokens (Bonferroni over those checkpoints; model time grows with the answer's length "
-                            f"squared)." if st.embedded_every else
+                            f"tokens (Bonferroni over those checkpoints; each decodes only what is new since the "
+                            f"last one)." if st.embedded_every else
                             "a stream the embedded scorer judges passes through and is judged at its end "
                             "(stream.embedded_every: 0)."))
     else:

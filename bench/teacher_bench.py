@@ -1,0 +1,108 @@
+"""A remote backend's stream judged by the embedded scorer at checkpoints (``stream.embedded_every``): what the
+checkpoints cost the model, with reply sessions (each checkpoint decodes only what is new) and without them (each
+re-scores the answer so far), against the same stream judged at its end only -- all in one run.
+
+A scripted backend streams a fixed ~260-token answer at once (no backend time); the real embedded model (2
+threads) teacher-forces it.  Wall time per guarded stream, median of rounds that alternate the configurations, and
+the tokens the model decoded through sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+USER = [{"role": "user", "content": "Tell me about the history of bridges."}]
+ANSWER = " ".join([
+    "Bridges have a long history. The earliest bridges were simple logs laid across streams, and later people built",
+    "stone arches that carried roads over rivers for centuries. The Romans were great bridge builders: their arches",
+    "used stone and concrete, and some still stand today. In the nineteenth century, iron and steel made longer",
+    "spans possible, and suspension bridges such as the Brooklyn Bridge crossed wide rivers. Engineers learned",
+    "from failures too: the Tacoma Narrows Bridge twisted in the wind and fell in 1940, which taught designers to",
+    "study aerodynamics. Today, cable-stayed bridges are common for medium spans, because they are stiff and quick",
+    "to build, while the longest spans still hang from cables draped over tall towers. Modern bridges are checked",
+    "with sensors that measure strain, vibration and temperature, so that problems are found before they become",
+    "dangerous, and new materials such as weathering steel and high-performance concrete let them last longer.",
+])
+
+
+class _NoSessions:
+    """The embedded scorer without its reply sessions: every checkpoint re-scores the answer so far."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name == "end_session":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    async def score_reply(self, messages, reply):
+        return await self._inner.score_reply(messages, reply)
+
+
+def bench_teacher(rounds: int = 3) -> dict:
+    from guardrail.backends.base import TokenEvent
+    from guardrail.backends.llamacpp import LlamaCppBackend
+    from guardrail.backends.scripted import ScriptedBackend
+    from guardrail.guard import Guard
+    from guardrail.guard.policy import parse_policy
+
+    scorer = LlamaCppBackend(n_threads=2)
+    words = ANSWER.split(" ")
+
+    def events():
+        out = [TokenEvent(index=i, token=None, text=w if i == 0 else " " + w) for i, w in enumerate(words)]
+        out[-1].finish_reason, out[-1].prompt_tokens = "stop", 12
+        return out
+
+    def policy(every: int):
+        return parse_policy("name: b\noutput:\n  baseline: general\n  tiers: [{p: 0.01, action: annotate}]\n"
+                            f"stream: {{embedded_every: {every}, abort_p: 0.01}}\n", "b.yaml")
+
+    configs = {"end_only": (0, True), "every_32_sessions": (32, True), "every_32_fresh": (32, False),
+               "every_16_sessions": (16, True), "every_16_fresh": (16, False)}
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    decoded: dict[str, int] = {}
+    checkpoints: dict[str, int] = {}
+
+    async def one(name: str) -> None:
+        every, sessions = configs[name]
+        g = Guard(policy(every), ScriptedBackend([events()]), scorer=scorer if sessions else _NoSessions(scorer),
+                  output_regimes=[], drift=None)
+        before = scorer.engine.sessions.decoded
+        t = time.perf_counter()
+        out = [e async for e in g.stream(USER, max_tokens=len(words) + 8)]
+        times[name].append(time.perf_counter() - t)
+        decoded[name] = scorer.engine.sessions.decoded - before
+        st = out[-1].result.report.stream
+        checkpoints[name] = len(st.checkpoints) if st is not None else 0
+
+    async def run_all() -> None:
+        await one("end_only")  # warm-up
+        for _ in range(rounds):
+            for name in configs:
+                await one(name)
+
+    try:
+        asyncio.run(run_all())
+        n_tokens = len(scorer.engine.tokenize(ANSWER.encode()))
+    finally:
+        scorer.close()
+    med = {k: round(float(np.median(v)), 3) for k, v in times.items()}
+    return {
+        "answer_tokens": n_tokens, "words_streamed": len(words), "rounds": rounds,
+        "seconds_per_stream": med, "checkpoints": checkpoints,
+        "tokens_decoded_through_sessions": {k: v for k, v in decoded.items() if configs[k][1] and configs[k][0]},
+        "sessions_speedup": {f"every_{e}": round(med[f"every_{e}_fresh"] / med[f"every_{e}_sessions"], 2)
+                             for e in (16, 32)},
+        "checkpoint_cost_over_end_only": {k: round(med[k] / med["end_only"], 2) for k in med if k != "end_only"},
+    }
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(bench_teacher(), indent=1))
