@@ -407,7 +407,9 @@ def main() -> None:
     unknown = [s for s in only if s not in sections]
     if unknown:
         raise SystemExit(f"unknown sections {unknown}; known: {', '.join(sections)}")
-    res = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else {}
+    if args.only and not Path(args.out).exists():
+        raise SystemExit(f"--only merges into {args.out}, which does not exist: run every section first")
+    res = json.loads(Path(args.out).read_text()) if args.only else {}
     dates = res.setdefault("measured", {k: res.get("date", now) for k in sections if k in res})
     res.update({"date": now, "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()})
     for name in only:

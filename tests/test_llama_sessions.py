@@ -67,35 +67,132 @@ def test_a_growing_answer_reads_what_fresh_scoring_reads_and_decodes_only_what_i
     assert len(sessions) == 0
 
 
-def test_sessions_give_way_to_other_work_and_to_each_other(backend):
-    """Packed scoring and a generation between two checkpoints, more live sessions than sequences set apart for
-    them, a session dropped and used again: every call still reads what fresh scoring reads."""
+def test_sessions_survive_packed_scoring_and_give_way_to_a_generation(backend):
+    """Three answers growing side by side, packed scoring of other texts between their checkpoints: each session
+    keeps its cells (each token decoded about once) and reads what fresh scoring reads; a generation takes the
+    whole context and every session gives way; the next checkpoint decodes everything again, still right."""
     sessions = backend.engine.sessions
     cuts = prefixes(ANSWER)[:8]
+    keys = ["a", "b", "c"]
     others = ["The cat sat on the mat.", "Stocks rose on Tuesday after the report. " * 20]
+    n_prompt = len(backend._prompt(MSGS)[1])
 
     async def go():
-        out = []
-        for i, c in enumerate(cuts):
-            keys = [f"k{j}" for j in range(6)]  # six answers at once: more than the four sequences
-            out.append([await backend.score_reply(MSGS, c + f" ({k})", session=k) for k in keys])
-            if i == 2:
-                await backend.score_many(others)
-            if i == 4:
-                await backend.generate(GenerationRequest(messages=[{"role": "user", "content": "Hi"}],
-                                                         max_tokens=8, temperature=0.0))
-                assert len(sessions) == 0  # a generation may take the whole context: every session gave way
-        fresh = [[await backend.score_reply(MSGS, c + f" ({k})") for k in (f"k{j}" for j in range(6))]
-                 for c in cuts]
-        for j in range(6):
-            await backend.end_session(f"k{j}")
-        return out, fresh
+        out, decoded = [], []
+        for c in cuts:
+            before = sessions.decoded
+            out.append([await backend.score_reply(MSGS, f"({k}) " + c, session=k) for k in keys])
+            decoded.append(sessions.decoded - before)
+            assert len(sessions) == 3
+            await backend.score_many(others)  # packed scoring between checkpoints: the sessions keep their cells
+        whole_before = sessions.decoded
+        await backend.generate(GenerationRequest(messages=[{"role": "user", "content": "Hi"}], max_tokens=8,
+                                                 temperature=0.0))
+        assert len(sessions) == 0  # a generation may grow to the whole context: every session gave way
+        again = [await backend.score_reply(MSGS, f"({k}) " + cuts[-1], session=k) for k in keys]
+        redecoded = sessions.decoded - whole_before
+        fresh = [[await backend.score_reply(MSGS, f"({k}) " + c) for k in keys] for c in cuts]
+        for k in keys:
+            await backend.end_session(k)
+        return out, decoded, again, redecoded, fresh
 
-    out, fresh = run(go())
+    out, decoded, again, redecoded, fresh = run(go())
     assert len(sessions) == 0
     for row, frow in zip(out, fresh, strict=True):
         for a, b in zip(row, frow, strict=True):
             same(a, b)
+    for a, b in zip(again, fresh[-1], strict=True):
+        same(a, b)
+    whole = [n_prompt + len(f.tokens) for f in fresh[-1]]
+    # after the first checkpoint each later one decodes only the new words (and a token or two around the cut)
+    assert sum(decoded[1:]) <= sum(whole) - sum(n_prompt + len(f.tokens) for f in fresh[0]) + 9 * len(cuts)
+    assert redecoded == sum(whole)  # evicted: everything again, once
+
+
+def test_a_small_context_evicts_by_need_and_a_full_cache_is_retried():
+    """With a 256-token context two growing answers cannot both keep their cells: the older session gives way to
+    the newer one's tokens; a decode that finds no room (llama_decode code 1, injected) evicts the sessions and is
+    tried again; a call failing midway drops its session (the cache may hold part of it), the next call is right."""
+    from guardrail.backends.llama_engine import _NoRoomError
+    from guardrail.backends.llamacpp import LlamaCppBackend
+    from guardrail.errors import ConfigError, ModelError
+
+    b = LlamaCppBackend(n_ctx=256, n_batch=32, n_ubatch=32, overlap=64)
+    eng = b.engine
+    try:
+        cuts = prefixes(ANSWER)[:10]
+
+        long = ANSWER + " Later, " + ANSWER.lower()
+        grow = [long[:k] for k in (200, 400, 600, len(long))]
+
+        async def go():
+            for c in grow:
+                await b.score_reply(MSGS, c, session="old")
+            assert len(eng.sessions) == 1 and eng.sessions.cells > 150
+            for c in grow:
+                last = await b.score_reply(MSGS, "Also: " + c, session="new")
+            # both would need more than 256 cells: the old one gave way to the new one's tokens
+            assert len(eng.sessions) == 1 and 150 < eng.sessions.cells <= eng.n_ctx
+            same(last, await b.score_reply(MSGS, "Also: " + long))  # (its 210 tokens evict the session)
+            assert len(eng.sessions) == 0
+            await b.score_reply(MSGS, cuts[1], session="kept")
+            # no room found once: the sessions are evicted and the decode tried again
+            real, calls = eng._decode, []
+
+            def flaky(rows):
+                calls.append(len(rows))
+                if len(calls) == 1:
+                    raise _NoRoomError("injected")
+                return real(rows)
+
+            eng._decode = flaky
+            try:
+                packed = await b.score_many(["The cat sat on the mat."])
+            finally:
+                eng._decode = real
+            assert len(calls) == 2 and len(eng.sessions) == 0
+            assert packed[0].tokens[1].logprob == (await b.score_many(["The cat sat on the mat."]))[0].tokens[1].logprob
+            # a failure in the middle of a session call: the session is dropped
+            await b.score_reply(MSGS, cuts[2], session="mid")
+            real_rows, n = eng.decode_rows, []
+
+            def failing(rows, keep=None):
+                n.append(1)
+                raise ModelError("injected")
+
+            eng.decode_rows = failing
+            try:
+                with pytest.raises(ModelError):
+                    await b.score_reply(MSGS, cuts[5], session="mid")
+            finally:
+                eng.decode_rows = real_rows
+            assert n and len(eng.sessions) == 0
+            got = await b.score_reply(MSGS, cuts[6], session="mid")
+            same(got, await b.score_reply(MSGS, cuts[6]))
+            with pytest.raises(ConfigError):  # a session needs at least one target
+                eng.session_score("x", np.arange(5, dtype=np.int32), 5, 0)
+
+        run(go())
+    finally:
+        b.close()
+
+
+def test_without_sequences_for_sessions_the_calls_are_scored_afresh():
+    from guardrail.backends.llamacpp import LlamaCppBackend
+
+    b = LlamaCppBackend(n_seq_max=1)
+    try:
+        assert not b.engine.sessions.available
+
+        async def go():
+            got = await b.score_reply(MSGS, ANSWER[:80], session="s")
+            same(got, await b.score_reply(MSGS, ANSWER[:80]))
+            await b.end_session("s")
+
+        run(go())
+        assert b.engine.sessions.decoded == 0
+    finally:
+        b.close()
 
 
 def test_alternatives_through_a_session():

@@ -192,7 +192,10 @@ class LlamaEngine:
         # what is new); packed scoring and generation use the others
         from .llama_sessions import ReplySessions
 
-        n_sessions = min(4, n_seq_max - 1)
+        # not for a model whose cache cannot drop a sequence's tail (recurrent, hybrid) or forgets early positions
+        # (sliding-window attention): a session there would read context the cache no longer has
+        plain = not (L.llama_model_is_recurrent(model) or L.llama_model_is_hybrid(model) or L.llama_model_n_swa(model))
+        n_sessions = min(4, n_seq_max - 1) if plain else 0
         self._n_work = n_seq_max - n_sessions
         self.sessions = ReplySessions(self, list(range(n_seq_max - 1, self._n_work - 1, -1)))
         self.bos = int(L.llama_vocab_bos(self._vocab))
@@ -233,13 +236,19 @@ class LlamaEngine:
         for seq in range(self._n_work):
             self.seq_rm(seq, 0)
 
-    def seq_rm(self, seq: int, p0: int) -> None:
-        """Free sequence ``seq``'s cells from position ``p0`` on."""
-        self._L.llama_memory_seq_rm(self._L.llama_get_memory(self._ctx), seq, p0, -1)
+    @property
+    def is_open(self) -> bool:
+        return getattr(self, "_ctx", None) is not None
+
+    def seq_rm(self, seq: int, p0: int) -> bool:
+        """Free sequence ``seq``'s cells from position ``p0`` on (False: the cache could not cut it there)."""
+        return bool(self._L.llama_memory_seq_rm(self._L.llama_get_memory(self._ctx), seq, p0, -1))
 
     def session_score(self, key: str, tokens: np.ndarray, score_from: int, top_k: int) -> JobResult:
         """:meth:`score` of one job through the reply session ``key`` (llama_sessions): only what changed since
-        the session's last call is decoded."""
+        the session's last call is decoded (scored afresh where the model has no sequences for sessions)."""
+        if not self.sessions.available:
+            return self.score([Job(np.asarray(tokens, dtype=np.int32), score_from, top_k)])[0]
         self._clear()
         return self.sessions.score(key, tokens, score_from, top_k)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .llama_rows import JobResult, logprob_rows
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class ReplySessions:
 
     def __init__(self, engine: LlamaEngine, seqs: list[int]) -> None:
         self.engine = engine
+        self.available = bool(seqs)  # no sequences set apart: the engine scores session calls afresh
         self._free = list(seqs)
         self._live: OrderedDict[str, _Session] = OrderedDict()
         self.decoded = 0  # tokens decoded through sessions (what a checkpoint cost the model)
@@ -59,7 +60,7 @@ class ReplySessions:
 
     def drop(self, key: str) -> None:
         s = self._live.pop(key, None)
-        if s is not None:
+        if s is not None and self.engine.is_open:
             self._release(s)
 
     def evict(self, need: int = 0, keep: str | None = None) -> None:
@@ -77,33 +78,45 @@ class ReplySessions:
 
     def score(self, key: str, tokens: np.ndarray, score_from: int, top_k: int) -> JobResult:
         """Teacher-force ``tokens``, reading the logprobs of ``tokens[score_from:]``; the session ``key`` keeps them
-        for its next call.  ``tokens`` must fit the context; ``score_from`` >= 1."""
+        for its next call.  ``tokens`` must fit the context, with at least one target: 1 <= score_from < len."""
         eng = self.engine
         n = len(tokens)
-        if n > eng.n_ctx or not 1 <= score_from <= n:
-            raise ConfigError(f"a session scores 1 <= score_from <= len <= {eng.n_ctx}, got {score_from}, {n}")
+        if n > eng.n_ctx or not 1 <= score_from < n:
+            raise ConfigError(f"a session scores 1 <= score_from < len <= {eng.n_ctx}, got {score_from}, {n}")
         tokens = np.asarray(tokens, dtype=np.int32)
         s = self._live.pop(key, None)
         if s is not None and (s.score_from != score_from or s.top_k != top_k):
             self._release(s)
             s = None
         if s is None:
+            empty = _empty(top_k)
             if not self._free:  # every session sequence taken: the least recently used one gives way
                 self._release(self._live.popitem(last=False)[1])
-            s = _Session(self._free.pop(), tokens[:0], score_from, top_k, _empty(top_k))
+            s = _Session(self._free.pop(), tokens[:0], score_from, top_k, empty)
         self._live[key] = s  # most recently used
+        try:
+            return self._extend(key, s, tokens, score_from, top_k)
+        except BaseException:  # the cache may hold part of the new tokens: the session is dropped, not guessed at
+            self.drop(key)
+            raise
+
+    def _extend(self, key: str, s: _Session, tokens: np.ndarray, score_from: int, top_k: int) -> JobResult:
+        eng = self.engine
+        n = len(tokens)
         m = len(s.tokens)
         k = min(m, n)
         diff = np.flatnonzero(s.tokens[:k] != tokens[:k])
         c = int(diff[0]) if diff.size else k  # the common prefix
         t0 = max(score_from, c)  # the first target not read before
         keep = max(0, min(c, n) - score_from)  # reused results: targets score_from .. score_from + keep - 1
-        if t0 >= n:  # nothing new (the same text, or a shorter one)
-            eng.seq_rm(s.seq, n)
+        if t0 >= n:  # nothing new: the same text, or a prefix of it (score_from < n, so c == n)
+            if not eng.seq_rm(s.seq, n):
+                raise ModelError("the KV cache could not cut a session's sequence")
             s.tokens, s.res = tokens.copy(), _head(s.res, keep)
             return _copy(s.res)
         q = min(c, t0 - 1)  # decode from here: the changed tokens, and the one whose logits give target t0
-        eng.seq_rm(s.seq, q)
+        if not eng.seq_rm(s.seq, q):
+            raise ModelError("the KV cache could not cut a session's sequence")
         s.tokens, s.res = tokens[:q].copy(), _head(s.res, keep)
         self.evict(need=n - q, keep=key)  # the room the new tokens take (the sessions give way to each other)
         parts = [s.res]

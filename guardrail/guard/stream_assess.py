@@ -27,7 +27,7 @@ from ..baselines.features import features
 from ..baselines.model import Baseline, BaselineError
 from ..baselines.stream_bounds import stream_bounds
 from ..baselines.stream_calibration import CheckpointFeatures
-from ..errors import BackendError, InputError
+from ..errors import BackendError, InputError, ModelError
 from ..types import Token
 from .policy import StreamRules
 from .report import Checkpoint, StreamInfo
@@ -117,7 +117,7 @@ class TeacherForcedCheckpoints:
             else:
                 seg = await self.scorer.score_reply(self.messages, self.text)
             self.assessor.baseline.check_segment(seg, "stream checkpoint")
-        except (BackendError, InputError, BaselineError):
+        except (BackendError, InputError, BaselineError, ModelError):  # skipped: the end is judged whole anyway
             return None
         feats = features(seg, self.assessor.baseline.widths, only=self.assessor.baseline.calibrator.inputs)
         return self.assessor.check(feats, self.n) if feats is not None else None
