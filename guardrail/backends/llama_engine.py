@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import ConfigError, ModelError
 from .llama_files import _LOG_TAIL, COMPUTE_TYPES, _llama, _why, check_gguf, compute_copy
 from .llama_rows import Job, JobResult, logprob_rows
+from .llama_sessions import ReplySessions
 
 log = logging.getLogger("guardrail.llama")
 
@@ -89,11 +90,9 @@ class LlamaEngine:
             i for i in range(self.n_vocab) if L.llama_vocab_is_control(self._vocab, i)
         )
         # the last sequences are set apart for reply sessions (llama_sessions: a stream's checkpoints decode only
-        # what is new); packed scoring and generation use the others
-        from .llama_sessions import ReplySessions
-
-        # not for a model whose cache cannot drop a sequence's tail (recurrent, hybrid) or forgets early positions
-        # (sliding-window attention): a session there would read context the cache no longer has
+        # what is new); packed scoring and generation use the others.  None for a model whose cache cannot drop a
+        # sequence's tail (recurrent, hybrid) or forgets early positions (sliding-window attention): a session
+        # there would read context the cache no longer has
         plain = not (L.llama_model_is_recurrent(model) or L.llama_model_is_hybrid(model) or L.llama_model_n_swa(model))
         n_sessions = min(4, n_seq_max - 1) if plain else 0
         self._n_work = n_seq_max - n_sessions

@@ -50,7 +50,7 @@ class GuardedStreamingResponse(StreamingResponse):
 class GuardStream:
     """The Guard's event stream, read ahead by one task into a small buffer so that keep-alives can go out while
     it waits: a read that finds events buffered takes them at once (no task, no timer per event: a task and an
-    ``asyncio.wait`` per event cost ~45 us here, a third of a streamed token's budget), one that finds none waits
+    ``asyncio.wait`` per event cost ~45 us here, half the 0.1 ms a streamed chunk may cost), one that finds none waits
     on a future with a timer.  The reader stops when ``buffer`` events wait (the client is slow: the backend is
     not read further).  Closed once, by whoever gets there first (the body's end, a client gone, a response
     never started): the reading task is cancelled first -- closing a generator that a task is still reading
