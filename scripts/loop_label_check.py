@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from stream_generations import MAX_TOKENS, plan  # noqa: E402
 
+from guardrail.baselines.features import token_keys  # noqa: E402
 from guardrail.baselines.model import load_baseline  # noqa: E402
 from guardrail.baselines.registry import shipped  # noqa: E402
 from guardrail.evaluation.generations import GenerationStore, seed_for  # noqa: E402
@@ -35,8 +36,7 @@ from guardrail.evaluation.stream_eval import replay  # noqa: E402
 
 
 def keys(g) -> list[int]:
-    index: dict[bytes, int] = {}
-    return [index.setdefault(t.bytes, len(index)) for t in g.tokens]
+    return token_keys(g).tolist()  # (token_keys reads only the tokens' bytes: a stored generation has them)
 
 
 def longest_repeat(k: list[int]) -> int:

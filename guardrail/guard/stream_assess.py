@@ -102,8 +102,8 @@ class TeacherForcedCheckpoints:
         self.info = self.assessor.info
         self.scorer, self.messages, self.every = scorer, list(messages), every
         self.text, self.n = "", 0
-        # a session per stream where the scorer keeps them (its key: this object, for as long as it lives)
-        self.session = f"stream-{id(self):x}-{next(_SESSIONS)}" if hasattr(scorer, "end_session") else None
+        # a session per stream where the scorer keeps them (a process-wide counter names it)
+        self.session = f"stream-{next(_SESSIONS)}" if hasattr(scorer, "end_session") else None
 
     async def push(self, text: str) -> Checkpoint | None:
         """Feed one streamed token's text; every ``embedded_every`` tokens, the checkpoint (or None if skipped)."""
