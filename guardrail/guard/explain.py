@@ -54,7 +54,10 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
             # the serving model's own output is judged by the nearest regime's baseline when there are regimes
             own = regimes(o.baseline) if "output" not in routed else []
             cal = (own[0] if own else baselines["output"]).stream if "output" not in routed else None
-            if cal is not None and cal.threshold(st.abort_p) is not None:
+            if cal is not None and cal.threshold(st.abort_p) is not None and cal.every_prefix:
+                bound, how = "at most", (f"calibrated over every prefix of {cal.n} reference answers, up to "
+                                         f"{cal.calibrated_length} tokens; a checkpoint every {st.check_every} tokens")
+            elif cal is not None and cal.threshold(st.abort_p) is not None:
                 bound, how = "at most", (f"calibrated on {cal.n} of the model's own generations"
                                          f"{' per sampling regime' if own else ''}, a checkpoint every "
                                          f"{cal.check_every} tokens, up to {cal.calibrated_length} tokens")
@@ -64,8 +67,8 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
                          f"probability {bound} {st.abort_p:g} over its whole stream ({how}) when the serving model's "
                          f"own logprobs judge it; "
                          + (f"a stream the embedded scorer judges is teacher-forced every {st.embedded_every} "
-                            f"tokens (Bonferroni over those checkpoints; each decodes only what is new since the "
-                            f"last one)." if st.embedded_every else
+                            f"tokens ({_teacher_rule(baselines['output'].stream if 'output' not in routed else None, st)}"
+                            f"; each decodes only what is new since the last one)." if st.embedded_every else
                             "a stream the embedded scorer judges passes through and is judged at its end "
                             "(stream.embedded_every: 0)."))
     else:
@@ -81,3 +84,12 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
             "audit": "the answer is delivered now and reviewed after"}[rv.mode]
     lines.append(f"Review: {rv.mode}: {mode}.")
     return lines
+
+
+def _teacher_rule(cal, st) -> str:
+    """How a stream the embedded scorer teacher-forces is cut (TeacherForcedCheckpoints)."""
+    if cal is not None and cal.every_prefix and cal.threshold(st.abort_p) is not None:
+        return (f"cut with probability at most {st.abort_p:g} over a normal answer's whole stream, calibrated over "
+                f"every prefix of {cal.n} reference answers up to {cal.calibrated_length} tokens")
+    return "Bonferroni over those checkpoints"
+

@@ -138,7 +138,8 @@ class StreamRules(_Strict):
     abort_p: float = Field(0.01, gt=0.0, lt=1.0, description="false-abort budget of a whole stream")
     embedded_every: int = Field(0, ge=0, le=4096, description="with the embedded scorer judging another backend's "
                                 "stream (no own-logprob baseline): tokens between checkpoints, each teacher-forcing "
-                                "the answer so far on the embedded model (Bonferroni over them; a reply session "
+                                "the answer so far on the embedded model (cut by the output baseline's calibration "
+                                "over every prefix when it has one, else Bonferroni over them; a reply session "
                                 "decodes only what is new since the last checkpoint); 0: such a stream is judged at "
                                 "its end only")
 

@@ -18,6 +18,7 @@ assesses every checkpoint (the evaluation's per-prefix ablation reads every tail
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -40,8 +41,11 @@ class StreamAssessor:
         self.baseline, self.rules = baseline, rules
         cal = baseline.stream
         cut = cal.threshold(rules.abort_p) if cal is not None else None
+        self.min_tokens = 0
         if cal is not None and cut is not None:
-            k, window = cal.check_every, cal.calibrated_length
+            # a calibration over every prefix holds for any schedule: the policy's interval is used
+            k = rules.check_every if cal.every_prefix else cal.check_every
+            window, self.min_tokens = cal.calibrated_length, cal.min_tokens or 0
             m = max(1, math.ceil(max_tokens / k))
             self.info = StreamInfo(check_every=k, abort_p=rules.abort_p, method="calibrated", calibration_n=cal.n,
                                    threshold=cut, planned_checkpoints=m, calibrated_length=window)
@@ -63,9 +67,13 @@ class StreamAssessor:
         feats = self.points.push(token)
         return self.check(feats, self.n) if feats is not None else None
 
-    def check(self, feats: dict[str, float], tokens: int) -> Checkpoint:
-        """The checkpoint of an output of ``tokens`` tokens whose features are ``feats`` (recorded in ``info``)."""
-        if self.bounds is not None and self.bounds.clear(feats):
+    def check(self, feats: dict[str, float], tokens: int, scored: int | None = None) -> Checkpoint:
+        """The checkpoint of an output of ``tokens`` tokens whose features are ``feats`` (recorded in ``info``);
+        ``scored``: the tokens those features were computed over when they are not the output's own (the
+        embedded scorer's tokens of another backend's answer).  A prefix shorter than the calibration's
+        ``min_tokens`` is never cut (it took no part in the calibration)."""
+        scored = tokens if scored is None else scored
+        if scored < self.min_tokens or (self.bounds is not None and self.bounds.clear(feats)):
             cp = Checkpoint(tokens=tokens)
             self.info.cleared += 1
         else:
@@ -75,7 +83,7 @@ class StreamAssessor:
             cp = Checkpoint(tokens=tokens, p_value=a.p_value, tail_p=a.tail_p, top_signal=a.top_signal,
                             abort=a.tail_p <= self.info.threshold)
         self.info.checkpoints.append(cp)
-        if self.info.calibrated_length is not None and tokens > self.info.calibrated_length:
+        if self.info.calibrated_length is not None and scored > self.info.calibrated_length:
             self.info.beyond_calibrated = True
         if cp.abort and self.info.aborted_at is None:
             self.info.aborted_at = tokens
@@ -85,19 +93,29 @@ class StreamAssessor:
 class TeacherForcedCheckpoints:
     """Checkpoints of another backend's stream judged by the embedded scorer (the policy's ``embedded_every``):
     every k streamed tokens the answer so far is teacher-forced as the reply to the conversation and its
-    features assessed against the output baseline, with the stream's abort rule (Bonferroni over the planned
-    checkpoints: the shipped calibrations are for a model's own generations).  A scorer with reply sessions (the
-    embedded one: llama_sessions) decodes at each checkpoint only what is new since the last one; another
-    re-scores the whole answer so far, so its model time grows with the square of the answer's length.  A
-    checkpoint the scorer cannot score (an answer of whitespace so far, the scorer busy) is skipped; the end of
-    the stream is judged whole, afresh, either way.  :meth:`aclose` frees the session."""
+    features assessed against the output baseline.
+
+    With a baseline calibrated over every prefix (``stream.every_prefix``: the shipped teacher-forced output
+    baseline, on reference answers apart from its fitting ones) the abort rule is that calibration's: a
+    checkpoint falls wherever the other backend's tokens end, and any such schedule is covered.  The scorer's
+    last token is left out of each checkpoint (the text may end inside a word its tokenizer would cut
+    elsewhere once the word is finished), so the tokens judged are a prefix of the finished answer's; past the
+    calibrated length the last ``calibrated_length`` of them are.  Otherwise (a calibration for a model's own
+    generations at a fixed interval, or none) the rule is Bonferroni's over the planned checkpoints.
+
+    A scorer with reply sessions (the embedded one: llama_sessions) decodes at each checkpoint only what is new
+    since the last one; another re-scores the whole answer so far, so its model time grows with the square of
+    the answer's length.  A checkpoint the scorer cannot score (an answer of whitespace so far, the scorer busy)
+    is skipped; the end of the stream is judged whole, afresh, either way.  :meth:`aclose` frees the session."""
 
     def __init__(self, baseline: Baseline, rules: StreamRules, max_tokens: int, scorer: Any,
                  messages: Sequence[Mapping[str, Any]]) -> None:
         every = rules.embedded_every
         if every < 1:
             raise ValueError("TeacherForcedCheckpoints needs stream.embedded_every >= 1")
-        self.assessor = StreamAssessor(baseline.model_copy(update={"stream": None}),
+        cal = baseline.stream
+        self.cal = cal if cal is not None and cal.every_prefix and cal.threshold(rules.abort_p) is not None else None
+        self.assessor = StreamAssessor(baseline if self.cal else baseline.model_copy(update={"stream": None}),
                                        rules.model_copy(update={"check_every": every}), max_tokens)
         self.info = self.assessor.info
         self.scorer, self.messages, self.every = scorer, list(messages), every
@@ -119,8 +137,15 @@ class TeacherForcedCheckpoints:
             self.assessor.baseline.check_segment(seg, "stream checkpoint")
         except (BackendError, InputError, BaselineError, ModelError):  # skipped: the end is judged whole anyway
             return None
+        scored = None
+        if self.cal is not None:  # all but the scorer's last token, at most the calibrated length of them
+            scored = len(seg.tokens) - 1
+            tokens = seg.tokens[max(0, scored - self.cal.calibrated_length):scored]
+            seg = dataclasses.replace(seg, tokens=tokens)
+            if scored < (self.cal.min_tokens or 1):
+                return None
         feats = features(seg, self.assessor.baseline.widths, only=self.assessor.baseline.calibrator.inputs)
-        return self.assessor.check(feats, self.n) if feats is not None else None
+        return self.assessor.check(feats, self.n, scored) if feats is not None else None
 
     async def aclose(self) -> None:
         """Free the scorer's session (once; a scorer that cannot is left to evict it)."""
