@@ -158,7 +158,7 @@ async def main() -> None:
     shipped.check_scorer(backend.scorer, "general")
     cache = ScoreCache(default_cache_path())
     widths = sorted({w for _, b in baselines for w in b.widths})
-    results: dict = {"alphas": list(ALPHAS), "scorer": backend.scorer, "sets": {}}
+    results: dict = {"alphas": list(ALPHAS), "scorer": backend.scorer.id, "sets": {}}
     for name in args.sets.split(","):
         rows = sharegpt_sample(args.sharegpt_n) if name == "sharegpt" else read_jsonl(Path(args.data) / f"{name}.jsonl")
         t0 = time.time()
