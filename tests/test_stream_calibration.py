@@ -159,7 +159,7 @@ def test_an_every_prefix_calibration_is_the_minimum_over_all_prefixes_past_min_t
     rng = np.random.default_rng(6)
     gens = [stream(rng, 40) for _ in range(12)]
     cal = calibrate_stream(baseline, gens, check_every=1, length=32, min_tokens=8)
-    assert cal.every_prefix and cal.min_tokens == 8 and cal.calibrated_length == 32
+    assert cal.every_prefix and cal.min_tokens == 8 and cal.calibrated_length == 32 and cal.source is None
     want = sorted(min(baseline.assess(features(seg(g[:n]), DEFAULT_WIDTHS), 0.05).tail_p for n in range(8, 33))
                   for g in gens)
     assert cal.minima == pytest.approx(want, rel=1e-9)
@@ -218,8 +218,11 @@ def test_teacher_forced_checkpoints_use_an_every_prefix_calibration_without_the_
     from guardrail.guard.stream_assess import TeacherForcedCheckpoints
 
     rng = np.random.default_rng(8)
-    cal = calibrate_stream(baseline, [stream(rng, 40) for _ in range(60)], check_every=1, length=24, min_tokens=8)
+    cal = calibrate_stream(baseline, [stream(rng, 40) for _ in range(60)], check_every=1, length=24, min_tokens=8,
+                           source="teacher_forced")
     b = baseline.model_copy(update={"stream": cal})
+    # the serving model's own stream does not use a calibration made on teacher-forced answers
+    assert StreamAssessor(b, StreamRules(check_every=6, abort_p=0.05), 40).info.method == "bonferroni"
     toks = stream(rng, 40)
     scorer = _WordScorer(toks)
     tf = TeacherForcedCheckpoints(b, StreamRules(embedded_every=6, abort_p=0.05), 40, scorer, [])
@@ -236,7 +239,27 @@ def test_teacher_forced_checkpoints_use_an_every_prefix_calibration_without_the_
         assert c.p_value is None or c.tail_p == pytest.approx(want.tail_p, rel=1e-9)
         assert c.abort == (want.tail_p <= cal.threshold(0.05))
     assert tf.info.beyond_calibrated  # 29 and 35 scorer tokens judged: past 24
-    # a fixed-interval calibration (a model's own generations) is not used for another backend's stream
-    own = baseline.model_copy(update={"stream": cal.model_copy(update={"check_every": 8})})
+    # a calibration of a model's own generations (even over every prefix) is not used for another backend's
+    own = baseline.model_copy(update={"stream": cal.model_copy(update={"source": None})})
     tf = TeacherForcedCheckpoints(own, StreamRules(embedded_every=6, abort_p=0.05), 40, _WordScorer(toks), [])
     assert tf.info.method == "bonferroni" and tf.info.threshold == pytest.approx(0.05 / 7)
+    assert StreamAssessor(own, StreamRules(check_every=6, abort_p=0.05), 40).info.method == "calibrated"
+
+
+def test_settled_tokens_end_before_the_last_whitespace():
+    """A growing text's last word may be cut mid-way ("The photosynth": the scorer reads " photos", "yn", "th";
+    the finished word is one token): only the tokens before the last whitespace are judged."""
+    from guardrail.guard.stream_assess import settled
+
+    text = "Plants use light.\n\nThe photosynth"
+    pieces = ["Plants", " use", " light", ".", "\n", "\n", "The", " photos", "yn", "th"]
+    toks, at = [], 0
+    for p in pieces:
+        toks.append(Token(p, p.encode(), -1.0, None, at, at + len(p), entropy=1.0))
+        at += len(p)
+    assert settled(toks, text) == 7  # up to "The"
+    assert settled(toks[:4], "Plants use light.") == 2  # "Plants", " use": " light." may grow
+    assert settled(toks[:6], "Plants use light.\n\n") == 5  # the last newline may join what follows
+    assert settled(toks[:1], "Plants") == 0
+    no_offsets = [Token(p, p.encode(), -1.0, entropy=1.0) for p in pieces]
+    assert settled(no_offsets, text) == 9  # without offsets: all but the last

@@ -85,8 +85,9 @@ class Baseline(BaseModel):
         for optional in ("entropy_k", "stream"):  # files written before the field existed keep their checksum
             if body.get(optional) is None:
                 body.pop(optional, None)
-        if body.get("stream"):  # so do stream calibrations written before StreamCalibration.min_tokens
-            body["stream"] = {k: v for k, v in body["stream"].items() if not (k == "min_tokens" and v is None)}
+        if body.get("stream"):  # so do stream calibrations written before StreamCalibration.min_tokens / source
+            body["stream"] = {k: v for k, v in body["stream"].items()
+                              if not (k in ("min_tokens", "source") and v is None)}
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def check_scorer(self, scorer: ScorerInfo, where: str = "baseline") -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +48,9 @@ class StreamCalibration(BaseModel):
     notes: list[str] = Field(default_factory=list)
     # prefixes shorter than this took no part in the minima and are never cut (None: every checkpoint counted)
     min_tokens: int | None = Field(None, ge=1)
+    # what was calibrated: the serving model's own generations (None, as in files written before the field) or
+    # answers teacher-forced by the embedded scorer (another backend's stream): each is used on its own path only
+    source: Literal["teacher_forced"] | None = None
 
     @property
     def every_prefix(self) -> bool:
@@ -109,7 +113,8 @@ def stream_minimum(baseline, tokens: Iterable[Token], check_every: int, window: 
 
 def calibrate_stream(baseline, generations: Sequence[Sequence[Token]], *, check_every: int, length: int,
                      temperatures: Sequence[float] = (), notes: Sequence[str] = (),
-                     min_tokens: int | None = None) -> StreamCalibration:
+                     min_tokens: int | None = None, source: Literal["teacher_forced"] | None = None,
+                     ) -> StreamCalibration:
     """The calibration of ``baseline``'s whole-stream abort rule on normal generations of at most ``length``
     tokens (apart from the ones its references were fitted on); ``check_every=1``: over every prefix of at least
     ``min_tokens`` tokens (any schedule)."""
@@ -118,4 +123,4 @@ def calibrate_stream(baseline, generations: Sequence[Sequence[Token]], *, check_
     minima = sorted(stream_minimum(baseline, list(g)[:length], check_every, length, min_tokens) for g in generations)
     return StreamCalibration(check_every=check_every, calibrated_length=length, n=len(minima),
                              minima=[float(m) for m in minima], temperatures=sorted(set(temperatures)),
-                             notes=list(notes), min_tokens=min_tokens)
+                             notes=list(notes), min_tokens=min_tokens, source=source)

@@ -134,7 +134,8 @@ class StreamRules(_Strict):
 
     enabled: bool = True
     check_every: int = Field(16, ge=1, le=512, description="tokens between checkpoints (and the most held back) "
-                             "when the baseline has no stream calibration (a calibrated one brings its own)")
+                             "when the baseline has no stream calibration (one at a fixed interval brings its "
+                             "own; one over every prefix uses this)")
     abort_p: float = Field(0.01, gt=0.0, lt=1.0, description="false-abort budget of a whole stream")
     embedded_every: int = Field(0, ge=0, le=4096, description="with the embedded scorer judging another backend's "
                                 "stream (no own-logprob baseline): tokens between checkpoints, each teacher-forcing "

@@ -5,7 +5,10 @@ Checking a growing output at every checkpoint is repeated testing: a per-checkpo
 more than alpha of normal streams.  When the baseline carries a whole-stream calibration
 (guardrail.baselines.stream_calibration) for the budget ``abort_p``, a checkpoint aborts when its tail statistic
 is at most the calibrated cut-off: P(a normal generation is cut anywhere within the calibrated length) <=
-abort_p, at the baseline's check interval (which then overrides the policy's).  Without one, the rule is
+abort_p, at the baseline's check interval (which then overrides the policy's; a calibration over every prefix
+holds for any interval, and the policy's is used).  A calibration is used on its own path only: the serving
+model's own generations here, answers teacher-forced by the embedded scorer in :class:`TeacherForcedCheckpoints`
+(``StreamCalibration.source``).  Without one, the rule is
 Bonferroni's: with m checkpoints planned for the request (``ceil(max_tokens / k)``), a checkpoint aborts when its
 tail statistic is <= ``abort_p / m`` -- a heuristic: prefixes are judged against whole-output references, so
 its realised rate is not controlled (tests/test_stream_calibration.py shows one case 2.5x over budget).
@@ -33,13 +36,16 @@ from ..types import Token
 from .policy import StreamRules
 from .report import Checkpoint, StreamInfo
 
-__all__ = ["StreamAssessor", "TeacherForcedCheckpoints"]
+__all__ = ["StreamAssessor", "TeacherForcedCheckpoints", "settled"]
 
 
 class StreamAssessor:
-    def __init__(self, baseline: Baseline, rules: StreamRules, max_tokens: int, *, full: bool = False) -> None:
+    def __init__(self, baseline: Baseline, rules: StreamRules, max_tokens: int, *, full: bool = False,
+                 teacher_forced: bool = False) -> None:
         self.baseline, self.rules = baseline, rules
         cal = baseline.stream
+        if cal is not None and (cal.source == "teacher_forced") != teacher_forced:
+            cal = None  # calibrated for the other path (own generations vs another backend's answers teacher-forced)
         cut = cal.threshold(rules.abort_p) if cal is not None else None
         self.min_tokens = 0
         if cal is not None and cut is not None:
@@ -97,11 +103,12 @@ class TeacherForcedCheckpoints:
 
     With a baseline calibrated over every prefix (``stream.every_prefix``: the shipped teacher-forced output
     baseline, on reference answers apart from its fitting ones) the abort rule is that calibration's: a
-    checkpoint falls wherever the other backend's tokens end, and any such schedule is covered.  The scorer's
-    last token is left out of each checkpoint (the text may end inside a word its tokenizer would cut
-    elsewhere once the word is finished), so the tokens judged are a prefix of the finished answer's; past the
-    calibrated length the last ``calibrated_length`` of them are.  Otherwise (a calibration for a model's own
-    generations at a fixed interval, or none) the rule is Bonferroni's over the planned checkpoints.
+    checkpoint falls wherever the other backend's tokens end, and any such schedule is covered.  A checkpoint
+    judges the scorer's settled tokens only (:func:`settled`: those before the text's last whitespace; the last
+    word may be cut mid-way and would tokenize otherwise once finished), so the tokens judged are a prefix of the
+    finished answer's, as calibrated; past the calibrated length the last ``calibrated_length`` of them are.  The
+    unjudged last word is released with the checkpoint.  Otherwise (a calibration for a model's own generations,
+    or none) the rule is Bonferroni's over the planned checkpoints.
 
     A scorer with reply sessions (the embedded one: llama_sessions) decodes at each checkpoint only what is new
     since the last one; another re-scores the whole answer so far, so its model time grows with the square of
@@ -114,9 +121,10 @@ class TeacherForcedCheckpoints:
         if every < 1:
             raise ValueError("TeacherForcedCheckpoints needs stream.embedded_every >= 1")
         cal = baseline.stream
-        self.cal = cal if cal is not None and cal.every_prefix and cal.threshold(rules.abort_p) is not None else None
-        self.assessor = StreamAssessor(baseline if self.cal else baseline.model_copy(update={"stream": None}),
-                                       rules.model_copy(update={"check_every": every}), max_tokens)
+        self.cal = cal if (cal is not None and cal.source == "teacher_forced" and cal.every_prefix
+                           and cal.threshold(rules.abort_p) is not None) else None
+        self.assessor = StreamAssessor(baseline, rules.model_copy(update={"check_every": every}), max_tokens,
+                                       teacher_forced=True)
         self.info = self.assessor.info
         self.scorer, self.messages, self.every = scorer, list(messages), every
         self.text, self.n = "", 0
@@ -138,8 +146,8 @@ class TeacherForcedCheckpoints:
         except (BackendError, InputError, BaselineError, ModelError):  # skipped: the end is judged whole anyway
             return None
         scored = None
-        if self.cal is not None:  # all but the scorer's last token, at most the calibrated length of them
-            scored = len(seg.tokens) - 1
+        if self.cal is not None:  # the settled tokens, at most the calibrated length of them
+            scored = settled(seg.tokens, self.text)
             tokens = seg.tokens[max(0, scored - self.cal.calibrated_length):scored]
             seg = dataclasses.replace(seg, tokens=tokens)
             if scored < (self.cal.min_tokens or 1):
@@ -155,6 +163,21 @@ class TeacherForcedCheckpoints:
                 await self.scorer.end_session(session)
             except (BackendError, InputError):
                 pass
+
+
+def settled(tokens: Sequence[Token], text: str) -> int:
+    """How many of the scorer's tokens of a growing ``text`` are settled: those that end at or before its last
+    whitespace character.  A GPT-2-style tokenizer starts a pre-token at whitespace and encodes each pre-token on
+    its own, so those tokens stay as they are however the text goes on, and they are a prefix of the finished
+    answer's tokens; the last word, possibly cut mid-way ("The photosynth" reads " photos", "yn", "th" where the
+    finished word is one token), is not judged yet.  Tokens without character offsets: all but the last."""
+    if not tokens or tokens[-1].end <= 0:  # no offsets (a text's last token ends past 0)
+        return max(0, len(tokens) - 1)
+    p = next((i for i in range(len(text) - 1, -1, -1) if text[i].isspace()), -1)
+    k = len(tokens)
+    while k and tokens[k - 1].end > p:
+        k -= 1
+    return k
 
 
 _SESSIONS = itertools.count()
