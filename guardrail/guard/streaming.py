@@ -225,11 +225,13 @@ async def stream_chat(
         assert info is not None
         cp = info.checkpoints[-1]
         out_action = "reject"
+        how = (f"calibrated on {info.calibration_n} streams" if info.method == "calibrated" else
+               f"Bonferroni over {info.planned_checkpoints} checkpoints")
+        tf = "; the embedded scorer teacher-forced the answer so far" if teacher else ""
         decision: SideDecision | None = SideDecision(
             side="output", action="reject", p_value=cp.p_value, tail_p=cp.tail_p, top_signal=cp.top_signal,
             reason=f"output cut at token {cp.tokens}: tail_p={cp.tail_p:.3g} <= {info.threshold:.3g} "
-                   f"(stream budget {pol.stream.abort_p:g} over {info.planned_checkpoints} checkpoints; "
-                   f"top signal {cp.top_signal}{'; the embedded scorer teacher-forced the answer so far' if teacher else ''})")
+                   f"(stream budget {pol.stream.abort_p:g}, {how}; top signal {cp.top_signal}{tf})")
     else:
         decision = (await guard._judge_output(msgs, gen, sampling.temperature, req.extra.get("tools"))
                     if kind is not None else None)
