@@ -123,7 +123,8 @@ class TeacherForcedCheckpoints:
         cal = baseline.stream
         self.cal = cal if (cal is not None and cal.source == "teacher_forced" and cal.every_prefix
                            and cal.threshold(rules.abort_p) is not None) else None
-        self.assessor = StreamAssessor(baseline, rules.model_copy(update={"check_every": every}), max_tokens,
+        self.assessor = StreamAssessor(baseline if self.cal else baseline.model_copy(update={"stream": None}),
+                                       rules.model_copy(update={"check_every": every}), max_tokens,
                                        teacher_forced=True)
         self.info = self.assessor.info
         self.scorer, self.messages, self.every = scorer, list(messages), every
