@@ -183,3 +183,36 @@ def test_the_real_scorer_teacher_forces_a_remote_stream_at_checkpoints(backend):
     assert end.finish_reason == "content_filter" and end.result.report.action == "reject" and got == ""
     assert not end.streamed and st.released_tokens == 0
     assert st.aborted_at == 8 and st.checkpoints[0].tail_p <= st.threshold
+
+
+def test_settled_tokens_of_a_growing_answer_are_a_prefix_of_the_finished_answers(backend):
+    """The claim the teacher-forced stream calibration rests on, with the real tokenizer: cut an answer at any
+    character (mid-word, mid-number, inside whitespace), score the cut text as the reply, and its settled tokens
+    (stream_assess.settled) are the finished answer's first tokens, with the same logprobs."""
+    import random
+
+    from guardrail.guard.stream_assess import settled
+
+    msgs = [{"role": "user", "content": "Explain photosynthesis briefly."}]
+    text = ("Photosynthesis is how plants, algae and some bacteria turn light into chemical energy.\n\n"
+            "1. Chlorophyll absorbs photons (mostly 430-680 nm).\n2. Water is split: 2H2O -> 4H+ + 4e- + O2.\n"
+            "3. The Calvin cycle fixes CO2 into glucose,  roughly 6CO2 + 6H2O -> C6H12O6 + 6O2!")
+    full = asyncio.run(backend.score_reply(msgs, text))
+    cuts = [*sorted(random.Random(4).sample(range(1, len(text)), 24)), text.index("photons") + 4]
+    judged = 0
+    for c in cuts:
+        seg = asyncio.run(backend.score_reply(msgs, text[:c]))
+        k = settled(seg.tokens, text[:c])
+        assert k <= len(seg.tokens) and (k < len(seg.tokens) or text[c - 1].isspace())
+        assert [t.bytes for t in seg.tokens[:k]] == [t.bytes for t in full.tokens[:k]], c
+        for a, b in zip(seg.tokens[:k], full.tokens[:k], strict=True):
+            assert a.logprob == pytest.approx(b.logprob, abs=0.05)
+        judged += k
+    assert judged > 0
+    # the naive rule (all but the last token) is not enough: some cut leaves a mid-word piece before the last
+    naive_breaks = 0
+    for c in cuts:
+        seg = asyncio.run(backend.score_reply(msgs, text[:c]))
+        n = len(seg.tokens) - 1
+        naive_breaks += [t.bytes for t in seg.tokens[:n]] != [t.bytes for t in full.tokens[:n]]
+    assert naive_breaks > 0
