@@ -57,6 +57,13 @@ class StreamCalibration(BaseModel):
         """Calibrated over every prefix: the cut-off holds for any checkpoint schedule."""
         return self.check_every == 1
 
+    def serves(self, teacher_forced: bool, alpha: float) -> bool:
+        """Whether this calibration gives the cut-off for ``alpha`` on one path: the serving model's own stream
+        (a calibration of its own generations), or another backend's answer teacher-forced by the embedded
+        scorer, whose checkpoints fall anywhere (a teacher-forced calibration over every prefix)."""
+        path_ok = (self.source == "teacher_forced" and self.every_prefix) if teacher_forced else self.source is None
+        return path_ok and self.threshold(alpha) is not None
+
     def threshold(self, alpha: float) -> float | None:
         """The cut-off for a whole-stream false-abort budget ``alpha``; None when alpha is below the resolution
         ``1 / (n + 1)`` (no threshold can promise it)."""

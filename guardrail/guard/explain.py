@@ -54,16 +54,12 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
             # the serving model's own output is judged by the nearest regime's baseline when there are regimes
             own = regimes(o.baseline) if "output" not in routed else []
             cal = (own[0] if own else baselines["output"]).stream if "output" not in routed else None
-            if cal is not None and cal.source == "teacher_forced":
-                cal = None  # for another backend's answers teacher-forced (below), not the model's own stream
-            if cal is not None and cal.threshold(st.abort_p) is not None and cal.every_prefix:
-                bound, how = "at most", (f"calibrated over every prefix of {cal.n} of the model's own generations, "
-                                         f"up to {cal.calibrated_length} tokens; a checkpoint every "
-                                         f"{st.check_every} tokens")
-            elif cal is not None and cal.threshold(st.abort_p) is not None:
-                bound, how = "at most", (f"calibrated on {cal.n} of the model's own generations"
+            if cal is not None and cal.serves(False, st.abort_p):
+                bound, how = "at most", (f"calibrated {'over every prefix of' if cal.every_prefix else 'on'} "
+                                         f"{cal.n} of the model's own generations"
                                          f"{' per sampling regime' if own else ''}, a checkpoint every "
-                                         f"{cal.check_every} tokens, up to {cal.calibrated_length} tokens")
+                                         f"{st.check_every if cal.every_prefix else cal.check_every} tokens, up to "
+                                         f"{cal.calibrated_length} tokens")
             else:
                 bound, how = "about", f"Bonferroni over checkpoints every {st.check_every} tokens"
             lines.append(f"Streams: tokens are held back until a checkpoint passed; a normal answer is cut with "
@@ -91,8 +87,7 @@ def explain(policy: Policy, baselines: dict[str, Baseline], routed: Mapping[str,
 
 def _teacher_rule(cal, st) -> str:
     """How a stream the embedded scorer teacher-forces is cut (TeacherForcedCheckpoints)."""
-    if cal is not None and cal.source == "teacher_forced" and cal.every_prefix and \
-            cal.threshold(st.abort_p) is not None:
+    if cal is not None and cal.serves(True, st.abort_p):
         return (f"a normal answer cut with probability at most {st.abort_p:g} within its first "
                 f"{cal.calibrated_length} scorer tokens, calibrated over every prefix of {cal.n} reference answers")
     return "Bonferroni over those checkpoints"

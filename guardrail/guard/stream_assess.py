@@ -44,11 +44,12 @@ class StreamAssessor:
                  teacher_forced: bool = False) -> None:
         self.baseline, self.rules = baseline, rules
         cal = baseline.stream
-        if cal is not None and (cal.source == "teacher_forced") != teacher_forced:
-            cal = None  # calibrated for the other path (own generations vs another backend's answers teacher-forced)
-        cut = cal.threshold(rules.abort_p) if cal is not None else None
+        if cal is not None and not cal.serves(teacher_forced, rules.abort_p):
+            cal = None  # calibrated for the other path, or no cut-off for this budget
         self.min_tokens = 0
-        if cal is not None and cut is not None:
+        if cal is not None:
+            cut = cal.threshold(rules.abort_p)
+            assert cut is not None  # serves() checked it
             # a calibration over every prefix holds for any schedule: the policy's interval is used
             k = rules.check_every if cal.every_prefix else cal.check_every
             window, self.min_tokens = cal.calibrated_length, cal.min_tokens or 0
@@ -121,8 +122,7 @@ class TeacherForcedCheckpoints:
         if every < 1:
             raise ValueError("TeacherForcedCheckpoints needs stream.embedded_every >= 1")
         cal = baseline.stream
-        self.cal = cal if (cal is not None and cal.source == "teacher_forced" and cal.every_prefix
-                           and cal.threshold(rules.abort_p) is not None) else None
+        self.cal = cal if cal is not None and cal.serves(True, rules.abort_p) else None
         self.assessor = StreamAssessor(baseline if self.cal else baseline.model_copy(update={"stream": None}),
                                        rules.model_copy(update={"check_every": every}), max_tokens,
                                        teacher_forced=True)
