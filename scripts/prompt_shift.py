@@ -50,16 +50,19 @@ class PromptRecipe:
     max_per_source: int | None = 600  # units per source at most (by group hash): no source dominates
     max_buckets: int = 1
     trend: bool = False
-    length_penalty: float = 0.0  # excess_cusum - c log(n): a CUSUM's maximum grows with the tokens it runs over
+    length_penalty: float = 0.0  # excess_cusum - c log(n / n0): a CUSUM's maximum grows with the tokens it runs over
+    length_free: int = 1  # n0: no penalty up to this many tokens
 
     def describe(self) -> dict:
         return {"signals": list(self.signals), "detector": self.detector, "max_per_source": self.max_per_source,
-                "max_buckets": self.max_buckets, "trend": self.trend, "length_penalty": self.length_penalty}
+                "max_buckets": self.max_buckets, "trend": self.trend, "length_penalty": self.length_penalty,
+                "length_free": self.length_free}
 
     def transform(self, f: dict) -> dict:
         if not self.length_penalty:
             return f
-        return {**f, "excess_cusum": f["excess_cusum"] - self.length_penalty * math.log(max(f["n_scored"], 1.0))}
+        n0 = float(self.length_free)
+        return {**f, "excess_cusum": f["excess_cusum"] - self.length_penalty * math.log(max(f["n_scored"], n0) / n0)}
 
     def fitter(self, attacks):
         tails = {s: tail_of(s) for s in self.signals}
@@ -88,6 +91,12 @@ PROMPT_RECIPES = {
     "shipped_length_penalty_1": PromptRecipe(NEW, length_penalty=1.0),
     "shipped_length_penalty_2": PromptRecipe(NEW, length_penalty=2.0),
     "shipped_length_penalty_3": PromptRecipe(NEW, length_penalty=3.0),
+    # the penalty a negative-drift CUSUM's maximum calls for (1/theta = 3.9 nats per log-token, see
+    # docs/prompt-screening.md), only past n0 tokens: below it one token's excess, not the number of
+    # excursions, decides the maximum (2026-12-02, tenth session)
+    "shipped_length_penalty_3.9_from_64": PromptRecipe(NEW, length_penalty=3.9, length_free=64),
+    "shipped_length_penalty_3.9_from_128": PromptRecipe(NEW, length_penalty=3.9, length_free=128),
+    "shipped_length_penalty_2_from_64": PromptRecipe(NEW, length_penalty=2.0, length_free=64),
 }
 # the previous release's shipped prompt baseline (fitted on the development benign prompts only)
 BEFORE = ("e334c05", "guardrail/data/baselines/general.prompt.json")

@@ -80,21 +80,24 @@ def _seg(pieces, ids=True):
 def test_repetition_signals_read_bytes_not_ids():
     """Through an OpenAI-compatible server tokens carry text, not ids: the repetition signals must not go
     constant there (they read 1.0 and 0 before)."""
-    from guardrail.baselines.features import features
+    from guardrail.baselines.features import SAME_RUN_FREE, features
 
     filler = ["Tell", " me", " how", *([" !"] * 25)]
     with_ids, without = features(_seg(filler), (8,)), features(_seg(filler, ids=False), (8,))
     for name in ("distinct", "repeat_run", "same_run"):
         assert with_ids[name] == without[name]
-    assert without["same_run"] == 21 and without["repeat_run"] == 24 and without["distinct"] == 4 / 28
+    assert without["same_run"] == 25 - SAME_RUN_FREE and without["repeat_run"] == 24 and without["distinct"] == 4 / 28
 
 
 def test_same_run_ignores_short_runs_and_excess_cusum_needs_a_long_stretch():
-    from guardrail.baselines.features import EXCESS_DRIFT, features
+    from guardrail.baselines.features import EXCESS_DRIFT, SAME_RUN_FREE, features
 
     prose = features(_seg(["a", " b", " b", " b", " b", " c"]), (8,))
     assert prose["same_run"] == 0  # four identical tokens in a row: still ordinary
-    assert features(_seg(["a", *([" b"] * 6)]), (8,))["same_run"] == 2
+    # a pasted table or separator line repeats a token a dozen times (development text reaches 11): still ordinary
+    assert SAME_RUN_FREE == 16
+    assert features(_seg(["a", *([" b"] * 16), " c"]), (8,))["same_run"] == 0
+    assert features(_seg(["a", *([" b"] * 18)]), (8,))["same_run"] == 2
     # every token 2 nats beyond its entropy (-3 logprob, entropy 1): below the 2.2-nat drift, nothing accumulates
     assert EXCESS_DRIFT > 2.0 and prose["excess_cusum"] == 0.0
     assert prose["surprise_cusum"] == pytest.approx(6 * 1.0)  # the 1-nat drift one does: 1 nat a token

@@ -20,8 +20,10 @@ Signals are what baselines calibrate; each has the tail(s) that make it suspicio
                            standard deviation, as the CPD comparator): only a stretch of tokens each well beyond
                            what the model expected accumulates, so a short string of rare names cannot reach what
                            an optimised suffix reaches, and no length normalisation is needed
-``same_run``       high    how far the longest run of identical consecutive tokens goes beyond 4 (never beyond 4
-                           in 7,500 benign prompts of 11 sources; a ``!`` filler runs 25 long): 0 for ordinary text
+``same_run``       high    how far the longest run of identical consecutive tokens goes beyond 16: 0 for ordinary
+                           text (over 25,000 development texts of 24 kinds, pasted docs, code, contracts and
+                           chat answers among them, the longest run is 11 tokens; a ``!`` filler runs 22-25:
+                           scripts/run_lengths.py)
 ``lag_repeat``     high    the most positions, within any 32 consecutive tokens, at which a token equals the token
                            exactly p before it, over lags p = 1..16: a periodic stretch (a loop, even one with a
                            changing counter) scores near 32, ordinary text 1-8
@@ -56,7 +58,7 @@ FEATURE_TAILS: dict[str, Tail] = {
 }
 CUSUM_DRIFT = 1.0  # nats subtracted per token: above the benign mean excess (~0.7 nats), so a normal text drifts down
 EXCESS_DRIFT = 2.2  # nats: benign mean excess 0.73 + 0.5 x its sd 2.93 (dev benign tokens; the CPD comparator's k=0.5)
-SAME_RUN_FREE = 4  # identical consecutive tokens tolerated before same_run counts
+SAME_RUN_FREE = 16  # identical consecutive tokens tolerated before same_run counts (scripts/run_lengths.py)
 
 REPEAT_PERIOD = 4
 LAG_MAX, LAG_WINDOW = 16, 32  # lag_repeat: lags 1..16, windows of 32 positions
