@@ -235,23 +235,25 @@ def doc_paste() -> list[dict]:
         seen.add(h(text))
         pkg = p.parent.name
         blocks = [b for b in re.split(r"\n\s*\n", text.replace("\r\n", "\n")) if b.strip()]
-        for part in range(2):  # two stretches a file at most, their lengths and starts by hash
+        start = int(h(f"{pkg}/{p.name}")[8:16], 16) % max(1, len(blocks) // 2)
+        for part in range(2):  # two disjoint stretches a file at most: the second starts where the first ended
             key = h(f"{pkg}/{p.name}#{part}")
             lo, hi = DOC_LENGTHS
             want = lo * (hi / lo) ** (int(key[:8], 16) / 0xFFFFFFFF)
-            start = int(key[8:16], 16) % max(1, len(blocks) // 2)
             chunk: list[str] = []
             for b in blocks[start:]:
                 if chunk and len("\n\n".join([*chunk, b])) > want:
                     break
                 chunk.append(b.rstrip())
+            start += len(chunk)
             body = "\n\n".join(chunk)[:hi].strip("\n")
-            if len(body) < lo:
+            if len(body) < lo or h(body) in seen:
                 continue
+            seen.add(h(body))
             ask = DOC_ASKS[int(key[16:24], 16) % len(DOC_ASKS)]
             prompt = f"{body}\n\n{ask}" if int(key[24:26], 16) % 3 == 0 else f"{ask}\n\n{body}"
             recs.append({"prompt": prompt, "label": "benign", "source": "doc_paste", "group": f"deb:{pkg}",
-                         "licence": DEBIAN_DOC_LICENCE, "origin": f"/usr/share/doc/{pkg}/{p.name} (Debian bookworm)"})
+                         "licence": DEBIAN_DOC_LICENCE, "origin": f"/usr/share/doc/{pkg}/{p.name}"})
     return take(recs)
 
 

@@ -83,3 +83,24 @@ def test_nothing_scored_gives_none():
     state = StreamState()
     state.push(make_token(0, "missing", 0.0, None, 0))
     assert state.features() is None and state.window(8) is None
+
+
+def test_a_long_run_of_one_token_streams_as_the_whole_text_reads_it():
+    """same_run counts only past SAME_RUN_FREE identical tokens in a row (16): the random streams above never get
+    there, so a run of 20 -- one broken after 10 by another word, one with a missing and a special token inside
+    -- goes through every prefix here."""
+    from guardrail.baselines.features import SAME_RUN_FREE
+
+    kinds = ["ok"] * 20
+    kinds[7], kinds[13] = "missing", "special"
+    for words in ([1, 2] + [5] * 20 + [3], [1] + [5] * 10 + [4] + [5] * 12, [5] * 20):
+        toks = [make_token(i, kinds[i % 20] if w == 5 else "ok", 3.0, 1.0, w) for i, w in enumerate(words)]
+        state = StreamState(WIDTHS)
+        for k, t in enumerate(toks, 1):
+            state.push(t)
+            want, got = features(seg_of(toks[:k]), WIDTHS), state.features(49152)
+            assert got is not None and want is not None
+            assert {f for f in want if not close(got[f], want[f])} == set(), k
+        longest = max(len(r) for r in "".join("x" if w == 5 else " " for w in words).split())
+        assert got["same_run"] == max(0, longest - SAME_RUN_FREE)
+    assert got["same_run"] == 4  # the last: 20 in a row

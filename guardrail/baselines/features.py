@@ -21,7 +21,7 @@ Signals are what baselines calibrate; each has the tail(s) that make it suspicio
                            what the model expected accumulates, so a short string of rare names cannot reach what
                            an optimised suffix reaches, and no length normalisation is needed
 ``same_run``       high    how far the longest run of identical consecutive tokens goes beyond 16: 0 for ordinary
-                           text (over 25,000 development texts of 24 kinds, pasted docs, code, contracts and
+                           text (over 26,000 development texts of 22 kinds, pasted docs, code, contracts and
                            chat answers among them, the longest run is 11 tokens; a ``!`` filler runs 22-25:
                            scripts/run_lengths.py)
 ``lag_repeat``     high    the most positions, within any 32 consecutive tokens, at which a token equals the token
