@@ -9,9 +9,13 @@ from the baseline's fitting instructions) is streamed the way a remote OpenAI-co
 in GPT-4's cl100k_base pieces (tiktoken's file bundled with litellm; multi-byte characters held until whole, as
 a server decodes) -- through ``Guard.stream`` with a scripted backend and the real embedded scorer judging
 every ``embedded_every`` pieces (each checkpoint teacher-forces the answer so far through a reply session and
-judges the scorer's settled tokens).  Counted: streams cut at a checkpoint (the end-of-stream judgement, which
-is the whole-text decision, is not a cut).  The development set's degenerate candidates (heuristic labels,
-unverified) are streamed the same way as positives.
+judges the scorer's settled tokens).  Each answer is streamed as far as its first ``CALIBRATED`` (512) scorer
+tokens (tokenized alone), the length the calibration covers and its own evaluation reads, so the rate is
+comparable with eval/stream/reply_calibration.json; past it a checkpoint judges a window the calibration does not
+cover (``beyond_calibrated``, recorded per cut all the same).  Counted: streams cut at a checkpoint (the
+end-of-stream judgement, which is the whole-text decision, is not a cut).  The development set's degenerate candidates (heuristic labels,
+unverified) are streamed the same way as positives (the first 100 non-empty in the fit script's hash order: not the fit's 200, so not comparable with its
+figure).
 
 Writes eval/stream/remote_replay.json (and prints a summary).  About 2 s a stream on 2 cores (~25 min).
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import codecs
+import dataclasses
 import json
 import os
 import sys
@@ -63,6 +68,14 @@ def cl100k_pieces(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
+def within(engine, text: str, n: int) -> str:
+    """The text of its first ``n`` scorer tokens (tokenized alone; a character cut in two is dropped)."""
+    ids = engine.tokenize(text.encode("utf-8")).tolist()
+    if len(ids) <= n:
+        return text
+    return b"".join(engine._piece(t) for t in ids[:n]).decode("utf-8", "ignore")
+
+
 def events(pieces: list[str]) -> list[TokenEvent]:
     out = [TokenEvent(index=i, token=None, text=p) for i, p in enumerate(pieces)]
     out[-1].finish_reason, out[-1].prompt_tokens = "stop", 16
@@ -88,11 +101,13 @@ async def replay(scorer, answers: list, every: int, alpha: float, max_tokens: in
         async for e in guard.stream([{"role": "user", "content": r.group}], max_tokens=max_tokens):
             last = e
         st = last.result.report.stream
+        assert st.method == "calibrated", st.method  # every-prefix calibration serves this abort_p
         n += 1
         checkpoints += len(st.checkpoints)
         beyond += bool(st.beyond_calibrated)
         if st.aborted_at is not None:
-            cut.append({"at_piece": st.aborted_at, "pieces": len(pieces), "group": group_hash(r.group)[:12]})
+            cut.append({"at_piece": st.aborted_at, "pieces": len(pieces), "beyond_calibrated": st.beyond_calibrated,
+                        "group": group_hash(r.group)[:12]})
     lo, hi = acceptance_99(n, alpha)
     return {"n": n, "cut": len(cut), "cut_rate": round(len(cut) / n, 4) if n else None,
             "binomial_99": [round(lo, 4), round(hi, 4)], "checkpoints_per_stream": round(checkpoints / max(n, 1), 1),
@@ -119,6 +134,8 @@ async def main() -> None:
              if r.text.strip()][: args.degenerate]
     scorer = LlamaCppBackend(None, n_threads=args.threads)
     b.check_scorer(scorer.scorer, "general.output")
+    normal = [dataclasses.replace(r, text=within(scorer.engine, r.text, b.stream.calibrated_length)) for r in normal]
+    degen = [dataclasses.replace(r, text=within(scorer.engine, r.text, b.stream.calibrated_length)) for r in degen]
     doc: dict = {"baseline": b.id, "tokenizer": "cl100k_base", "calibration": {
         "n": b.stream.n, "calibrated_length": b.stream.calibrated_length, "min_tokens": b.stream.min_tokens,
         "check_every": b.stream.check_every}, "runs": {}}
