@@ -35,7 +35,8 @@ def test_guarded_chat_through_a_real_llamacpp_server(llamacpp_server):
             assert g["prompt"]["p_value"] > 0.01 and g["attempts"][0]["output"]["p_value"] is not None
             text = body["choices"][0]["message"]["content"]
             # what the server's model answers is its own business (llama-cpp-python 0.3.36's greedy answer to this
-            # question is not "Paris", 0.3.35's was): the server's answer and its logprobs come back, one a token
+            # question is not "Paris"; the release the tests ran on before answered it): the server's answer and its
+            # logprobs come back, one a token
             assert isinstance(text, str) and text.strip()
             lp = body["choices"][0]["logprobs"]["content"]  # the server's own, as the client asked
             assert lp and all(e["logprob"] <= 0 for e in lp)
