@@ -96,13 +96,18 @@ def rule_rows(b, cal, answers: dict[str, list], onsets: dict[str, list[int]]) ->
     return out
 
 
+def reply_order(records: list) -> list:
+    """Answers in the fixed order every selection here takes them in (SHA-256 of instruction and answer)."""
+    return sorted(records, key=lambda r: group_hash("reply-stream\x00" + r.group + "\x00" + r.text))
+
+
 def reply_halves(data: Path, b, n_calib: int, n_eval: int) -> dict[str, list]:
     """The reference answers whose instruction ``b`` was not fitted on, split by instruction into a calibration
     and an evaluation half (at most ``n_calib`` / ``n_eval``, in a fixed hash order)."""
     trained = set(b.training_groups)
     recs = [r for r in read_records(data / "outputs" / "reference_outputs.jsonl", "output", "instruction")
             if group_hash(r.group) not in trained]
-    order = sorted(recs, key=lambda r: group_hash("reply-stream\x00" + r.group + "\x00" + r.text))
+    order = reply_order(recs)
     halves: dict[str, list] = {"calib": [], "eval": []}
     for r in order:
         half = "calib" if int(group_hash("reply-stream-half\x00" + r.group), 16) % 2 == 0 else "eval"
@@ -135,7 +140,7 @@ async def main() -> None:
         segs[half] = [s for s in got if s is not None and s.tokens]
         log(f"{half}: scored {len(rs)} in {time.time() - t0:.0f} s ({len(rs) - len(segs[half])} unscorable)")
     degen = read_records(args.data / "outputs" / "degenerate_candidates.jsonl", "output", "instruction")
-    degen = sorted(degen, key=lambda r: group_hash("reply-stream\x00" + r.group + "\x00" + r.text))[: args.degenerate]
+    degen = reply_order(degen)[: args.degenerate]
     got = await score_replies(backend, [(r.group, r.text) for r in degen], cache=cache)
     degen_tokens = [s.tokens for s in got if s is not None and s.tokens]
     backend.close()

@@ -189,7 +189,7 @@ async def main() -> None:
         for k, s in entry["baselines"].items():
             log(f"{name} / {k}: n={s['n']} " + "  ".join(
                 f"alpha={a}: {s[a]['flags']} = {s[a]['rate']:.4f} (99% {s[a]['binomial_99']})"
-                for a in ("0.001", "0.01", "0.05") if a in s))
+                for a in (f"{x:g}" for x in ALPHAS) if a in s))
     backend.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")

@@ -9,13 +9,13 @@ from the baseline's fitting instructions) is streamed the way a remote OpenAI-co
 in GPT-4's cl100k_base pieces (tiktoken's file bundled with litellm; multi-byte characters held until whole, as
 a server decodes) -- through ``Guard.stream`` with a scripted backend and the real embedded scorer judging
 every ``embedded_every`` pieces (each checkpoint teacher-forces the answer so far through a reply session and
-judges the scorer's settled tokens).  Each answer is streamed as far as its first ``CALIBRATED`` (512) scorer
-tokens (tokenized alone), the length the calibration covers and its own evaluation reads, so the rate is
+judges the scorer's settled tokens).  Each answer is streamed as far as its first ``calibrated_length`` (512)
+scorer tokens (tokenized alone), the length the calibration covers and its own evaluation reads, so the rate is
 comparable with eval/stream/reply_calibration.json; past it a checkpoint judges a window the calibration does not
 cover (``beyond_calibrated``, recorded per cut all the same).  Counted: streams cut at a checkpoint (the
-end-of-stream judgement, which is the whole-text decision, is not a cut).  The development set's degenerate candidates (heuristic labels,
-unverified) are streamed the same way as positives (the first 100 non-empty in the fit script's hash order: not the fit's 200, so not comparable with its
-figure).
+end-of-stream judgement, which is the whole-text decision, is not a cut).  The development set's degenerate
+candidates (heuristic labels, unverified) are streamed the same way as positives: the first 100 non-empty in the
+fit script's order, not the fit's 200, so not comparable with its figure.
 
 Writes eval/stream/remote_replay.json (and prints a summary).  About 2 s a stream on 2 cores (~25 min).
 """
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from fit_reply_stream_calibration import reply_halves  # noqa: E402
+from fit_reply_stream_calibration import reply_halves, reply_order  # noqa: E402
 
 from guardrail.backends.base import TokenEvent  # noqa: E402
 from guardrail.backends.llamacpp import LlamaCppBackend  # noqa: E402
@@ -130,8 +130,7 @@ async def main() -> None:
     b = resolve("general", "output")
     normal = reply_halves(args.data, b, 500, args.eval)["eval"]
     degen = read_records(args.data / "outputs" / "degenerate_candidates.jsonl", "output", "instruction")
-    degen = [r for r in sorted(degen, key=lambda r: group_hash("reply-stream\x00" + r.group + "\x00" + r.text))
-             if r.text.strip()][: args.degenerate]
+    degen = [r for r in reply_order(degen) if r.text.strip()][: args.degenerate]
     scorer = LlamaCppBackend(None, n_threads=args.threads)
     b.check_scorer(scorer.scorer, "general.output")
     normal = [dataclasses.replace(r, text=within(scorer.engine, r.text, b.stream.calibrated_length)) for r in normal]
