@@ -68,6 +68,7 @@ class ThreadServer:
 class RecordingServer(ThreadServer):
     def __init__(self, chunk_delay: float = 0.0) -> None:
         self.requests: list[dict] = []
+        self.clients: list[tuple[str, int]] = []  # (host, port) each request came from: one port, one connection
         self.disconnects = 0
         self.completed = 0
         self.chunk_delay = chunk_delay
@@ -87,6 +88,7 @@ class RecordingServer(ThreadServer):
     async def _chat(self, request: Request):
         body = await request.json()
         self.requests.append(body)
+        self.clients.append((request.client.host, request.client.port) if request.client else ("?", 0))
         words = _words(body.get("x_answer") or ANSWER)
         want_lp = bool(body.get("logprobs"))
         common = {"id": "chatcmpl-rec", "created": 1, "model": body.get("model"), "system_fingerprint": "fp_rec"}

@@ -277,6 +277,62 @@ def test_streamed_tool_call_tokens_with_logprobs_are_scored_but_never_released_a
     run(go())
 
 
+def test_streams_reuse_the_backend_connection():
+    """A stream read to ``[DONE]`` is read on to the end of its body, so the connection goes back to the pool: the
+    next stream (and request) reuses it instead of opening a new one -- with TLS to a remote server, a handshake
+    per stream (a stream left half read is closed by httpx, not reused)."""
+    from guardrail.backends.base import GenerationRequest, Message
+    from guardrail.backends.openai_http import OpenAIHTTPBackend
+
+    async def go():
+        with RecordingServer() as rec:
+            be = OpenAIHTTPBackend(rec.base_url, "rec-model")
+            req = GenerationRequest(messages=[Message(role="user", content="capital?")], max_tokens=40, logprobs=True)
+            texts = []
+            for _ in range(3):
+                events = [ev async for ev in be.stream(req)]
+                texts.append("".join(e.text for e in events))
+            await be.generate(req)
+            await be.aclose()
+        assert texts == [ANSWER] * 3
+        assert len(rec.clients) == 4 and len(set(rec.clients)) == 1, rec.clients  # one connection for all four
+    run(go())
+
+
+def test_a_server_that_keeps_the_body_open_after_done_does_not_hold_the_stream():
+    """After ``[DONE]`` the rest of the body is read for at most ``_DRAIN_S``: a server that never ends it costs
+    that long, the stream ends with all its tokens, and the next stream works (on a new connection)."""
+    from guardrail.backends import openai_http
+    from guardrail.backends.base import GenerationRequest, Message
+
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [
+        {"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop",
+         "logprobs": {"content": [{"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []}]}}]}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(),
+                    "more_body": True})
+        await asyncio.sleep(30)  # never ends the body in time
+        await send({"type": "http.response.body", "body": b""})
+
+    async def go():
+        with ThreadServer(app) as srv:
+            be = openai_http.OpenAIHTTPBackend(srv.base_url, "m")
+            req = GenerationRequest(messages=[Message(role="user", content="hi")], max_tokens=4, logprobs=True)
+            for _ in range(2):
+                t = time.monotonic()
+                events = [ev async for ev in be.stream(req)]
+                took = time.monotonic() - t
+                assert "".join(e.text for e in events) == "Hi" and events[-1].finish_reason == "stop"
+                assert openai_http._DRAIN_S <= took < openai_http._DRAIN_S + 5
+            await be.aclose()
+            srv.server.force_exit = True
+    run(go())
+
+
 @settings(max_examples=300, deadline=None)
 @given(events=st.lists(st.tuples(st.sampled_from(["data", "data ", "event", ": comment", "id"]),
                                  st.text(alphabet="ab{}\" :é\u2028\u2029\x85\x0c\x0b\x1c", max_size=12)), max_size=8),

@@ -13,6 +13,7 @@ Faults map into guardrail's BackendError tree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ __all__ = ["OpenAIHTTPBackend"]
 
 _MESSAGE_CORE = ("role", "content")
 _RESPONSE_EXTRA = ("system_fingerprint", "service_tier")
+_DRAIN_S = 1.0  # how long the end of a stream body is read after [DONE]
 
 
 class OpenAIHTTPBackend(BackendBase):
@@ -187,8 +189,11 @@ class OpenAIHTTPBackend(BackendBase):
         async with self._errors(), self._client.stream(
                 "POST", self._url(request), json=self._body(request, stream=True), headers=self._headers) as r:
             await self._raise_for(r)
-            async for data in sse_data(r.aiter_bytes()):
+            lines = sse_data(r.aiter_bytes())
+            done = False
+            async for data in lines:
                 if data == b"[DONE]":
+                    done = True
                     break
                 try:
                     chunk = loads(data)
@@ -229,6 +234,8 @@ class OpenAIHTTPBackend(BackendBase):
                     elif fr and not piece:
                         yield TokenEvent(index, None, "", fr)
                         index += 1
+            if done:  # read on to the body's end: a connection left half read is closed, not reused
+                await _drain(lines)
         if request.logprobs and not raw:
             last = asm.finish()
             if last is not None:
@@ -237,6 +244,18 @@ class OpenAIHTTPBackend(BackendBase):
                 yield last
                 return
         yield TokenEvent(index, None, "", finish or "unknown", prompt_tokens=n_prompt)
+
+
+async def _drain(lines: AsyncIterator[bytes]) -> None:
+    """Read what a server sends after ``[DONE]`` (the end of the chunked body), for at most ``_DRAIN_S``: then
+    the connection goes back to the pool instead of every stream paying a new one.  A server that keeps the
+    body open, or drops the connection there, costs nothing more (all the content is in)."""
+    try:
+        async with asyncio.timeout(_DRAIN_S):  # entered and left here, in this task: no yield inside
+            async for _ in lines:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 async def sse_data(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
