@@ -33,27 +33,31 @@ def char_spans(text: str, pieces: Sequence[bytes], *, offset: int = 0) -> list[S
     aligned by skipping that space.  Returns ``None`` when the pieces do not spell the text: the caller
     must then say so instead of reporting wrong offsets.
     """
-    data, owner = byte_to_char_index(text)
+    data = text.encode("utf-8")
     n = len(data)
     pos = offset
-    spans: list[Span] = []
+    byte_spans: list[tuple[int, int]] = []
     for piece in pieces:
         if data.startswith(piece, pos):
-            b0, b1 = pos, pos + len(piece)
+            b1 = pos + len(piece)
         elif piece[:1] == b" " and data.startswith(piece[1:], pos):
-            b0, b1 = pos, pos + len(piece) - 1
+            b1 = pos + len(piece) - 1
         else:
             return None
+        byte_spans.append((pos, b1))
         pos = b1
-        if b1 == b0:  # empty piece (e.g. a control token rendered as nothing)
-            c = int(owner[b0]) if b0 < n else len(text)
-            spans.append((c, c, False))
-            continue
-        start, end = int(owner[b0]), int(owner[b1 - 1]) + 1
-        partial = not (_is_boundary(data, b0) and _is_boundary(data, b1))
-        spans.append((start, end, partial))
     if pos != n:
         return None
+    if n == len(text):  # ASCII: every byte is a character
+        return [(b0, b1, False) for b0, b1 in byte_spans]
+    owner = byte_to_char_index(text)[1].tolist()
+    spans: list[Span] = []
+    for b0, b1 in byte_spans:
+        if b1 == b0:  # empty piece (e.g. a control token rendered as nothing)
+            c = owner[b0] if b0 < n else len(text)
+            spans.append((c, c, False))
+            continue
+        spans.append((owner[b0], owner[b1 - 1] + 1, not (_is_boundary(data, b0) and _is_boundary(data, b1))))
     return spans
 
 

@@ -303,3 +303,52 @@ def test_alternatives_and_their_entropy_in_every_shape():
             assert [(a.token, a.logprob) for a in top] == kept
             assert [a.token_id for a in top] == [42 if t == "token_id:42" else None for t, _ in kept]
             assert ent == want_h if want_h is None else math.isclose(ent, want_h, rel_tol=1e-12, abs_tol=1e-15)
+
+
+def _owner_reference(text: str) -> list[int]:
+    return [i for i, ch in enumerate(text) for _ in ch.encode("utf-8")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(chars=st.sampled_from([list("ab .\n"), [*"ab .", "é", "€", "😀", "\n"]]).flatmap(  # ASCII, or not
+           lambda alphabet: st.lists(st.sampled_from(alphabet), min_size=0, max_size=24)),
+       cuts=st.lists(st.integers(0, 80), max_size=10), special=st.lists(st.integers(0, 12), max_size=3),
+       content_cut=st.one_of(st.none(), st.integers(0, 30)))
+def test_output_segment_offsets_in_place_equal_copies_and_the_byte_reference(chars, cuts, special, content_cut):
+    """Offsets of output tokens cut anywhere in ASCII or multi-byte text (a character split across tokens spans
+    it whole, flagged partial), special tokens at their place, the server's content cut at a stop string: the same
+    with ``fresh`` (offsets set in place) as on copies, the copies leave the given tokens as they were, and each
+    span is the characters its bytes touch."""
+    text = "".join(chars)
+    data = text.encode("utf-8")
+    points = sorted({0, len(data), *(min(c, len(data)) for c in cuts)})
+    pieces = [data[a:b] for a, b in itertools.pairwise(points) if b > a] or [b""]
+    entries = [{"token": p.decode("utf-8", "replace"), "bytes": list(p), "logprob": -0.5, "top_logprobs": []}
+               for p in pieces]
+    for i in sorted(special, reverse=True):
+        entries.insert(min(i, len(entries)), {"token": "<|im_end|>", "logprob": -0.1, "top_logprobs": []})
+    content = text[:content_cut] if content_cut is not None and content_cut < len(text) else None
+
+    def tokens():
+        return [token_from_entry(e) for e in entries]
+    given_tokens = tokens()
+    before = [(t.text, t.start, t.end, t.flags) for t in given_tokens]
+    try:
+        copied = output_segment(given_tokens, ORIGIN, content)
+    except UnscorableError:
+        return
+    assert [(t.text, t.start, t.end, t.flags) for t in given_tokens] == before  # copies: the given ones untouched
+    fresh = output_segment(tokens(), ORIGIN, content, fresh=True)
+    assert fresh.text == copied.text
+    assert [(t.text, t.start, t.end, t.flags, t.logprob) for t in fresh.tokens] == \
+        [(t.text, t.start, t.end, t.flags, t.logprob) for t in copied.tokens]
+    owner, pos = _owner_reference(text), 0
+    for t in copied.tokens:
+        if Flag.SPECIAL in t.flags:
+            continue
+        b0, b1 = pos, pos + len(t.bytes)
+        pos = b1
+        if b1 > b0 and t.start < len(copied.text):
+            assert (t.start, min(t.end, len(copied.text))) == (owner[b0], min(owner[b1 - 1] + 1, len(copied.text)))
+            whole = (b0 == 0 or (data[b0] & 0xC0) != 0x80) and (b1 == len(data) or (data[b1] & 0xC0) != 0x80)
+            assert (Flag.PARTIAL_UTF8 in t.flags) == (not whole)

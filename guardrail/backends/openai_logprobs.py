@@ -89,7 +89,7 @@ def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
     if not raw:
         return (), None
     if type(raw) is list and type(raw[0]) is dict:  # a JSON body (the proxy's hot path): no intermediate pairs
-        items: Any = ((t.get("token") or "", t.get("logprob")) for t in raw)
+        items: Any = [(t.get("token") or "", t.get("logprob")) for t in raw]
     elif type(raw) is dict or isinstance(raw, Mapping):
         items = raw.items()
     else:  # litellm / openai objects: plain attribute reads on the streaming hot path
@@ -156,11 +156,12 @@ def _top_k(tokens: Sequence[Token]) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------- output
-def output_segment(tokens: list[Token], origin: Origin, content: str | None = None) -> Segment:
+def output_segment(tokens: list[Token], origin: Origin, content: str | None = None, *, fresh: bool = False) -> Segment:
     """Lay output tokens over their text: special tokens get an empty span at their place.
 
     ``content`` (the message text the server returned) wins over the tokens' own bytes; when the server cut
-    the text at a stop string, tokens past the cut are dropped.
+    the text at a stop string, tokens past the cut are dropped.  ``fresh``: the tokens were just built for this
+    call and nobody else holds them -- their offsets are set in place instead of on copies (the hot path).
     """
     if not tokens:
         raise UnscorableError("the backend returned no output logprobs")
@@ -182,14 +183,17 @@ def output_segment(tokens: list[Token], origin: Origin, content: str | None = No
     out: list[Token] = []
     last_end = 0
     for t in tokens:
+        if not fresh:
+            t = Token(t.text, t.bytes, t.logprob, t.token_id, 0, 0, t.top, t.flags, t.entropy)
         if Flag.SPECIAL in t.flags:
-            out.append(Token(t.text, t.bytes, t.logprob, t.token_id, last_end, last_end, t.top, t.flags,
-                             t.entropy))
-            continue
-        s, e, partial = next(it)
-        flags = t.flags | _PARTIAL if partial else t.flags
-        out.append(Token(text[s:e], t.bytes, t.logprob, t.token_id, s, e, t.top, flags, t.entropy))
-        last_end = e
+            t.start = t.end = last_end
+        else:
+            s, e, partial = next(it)
+            t.text, t.start, t.end = text[s:e], s, e
+            if partial:
+                t.flags = t.flags | _PARTIAL
+            last_end = e
+        out.append(t)
     if content is not None and len(content) < len(text):
         out = [t for t in out if t.start < len(content) or (Flag.SPECIAL in t.flags and t.start <= len(content))]
         for t in out:
@@ -205,7 +209,7 @@ def chat_output_segment(choice: Mapping[str, Any], origin: Origin) -> Segment:
     if not entries:
         raise UnscorableError("the backend returned no output logprobs (logprobs.content is empty)")
     content = (choice.get("message") or {}).get("content")
-    return output_segment([token_from_entry(e) for e in entries], origin, content)
+    return output_segment([token_from_entry(e) for e in entries], origin, content, fresh=True)
 
 
 # ---------------------------------------------------------------------------------------------- prompt

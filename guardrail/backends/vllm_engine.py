@@ -174,7 +174,7 @@ class VLLMEngineBackend(BackendBase):
         entries = [self._entry(t, d) for t, d in zip(comp.token_ids, comp.logprobs or (), strict=False)]
         if not entries:
             raise UnscorableError("the vLLM engine returned no output logprobs")
-        seg = output_segment([token_from_entry(e) for e in entries], self._origin, comp.text)
+        seg = output_segment([token_from_entry(e) for e in entries], self._origin, comp.text, fresh=True)
         ids = list(out.prompt_token_ids)
         gen = Generation(output=seg, finish_reason=str(comp.finish_reason or "unknown"), prompt_tokens=len(ids))
         if request.score_prompt:
