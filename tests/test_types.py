@@ -47,3 +47,6 @@ def test_char_spans_mismatch_returns_none():
 
 def test_char_spans_synthetic_leading_space():
     assert char_spans("hi there", [b" hi", b" there"]) == [(0, 2, False), (2, 8, False)]
+    # the same over multi-byte text (no ASCII fast path): a leading space skipped, a character split in two
+    assert char_spans("é tè", [" é".encode(), b" t", b"\xc3", b"\xa8"]) == [
+        (0, 1, False), (1, 3, False), (3, 4, True), (3, 4, True)]

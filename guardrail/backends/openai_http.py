@@ -39,7 +39,7 @@ __all__ = ["OpenAIHTTPBackend"]
 
 _MESSAGE_CORE = ("role", "content")
 _RESPONSE_EXTRA = ("system_fingerprint", "service_tier")
-_DRAIN_S = 1.0  # how long the end of a stream body is read after [DONE]
+_TAIL_READ_S = 0.25  # how long the end of a stream body is read after [DONE] (a server ends it at once)
 
 
 class OpenAIHTTPBackend(BackendBase):
@@ -247,11 +247,12 @@ class OpenAIHTTPBackend(BackendBase):
 
 
 async def _drain(lines: AsyncIterator[bytes]) -> None:
-    """Read what a server sends after ``[DONE]`` (the end of the chunked body), for at most ``_DRAIN_S``: then
-    the connection goes back to the pool instead of every stream paying a new one.  A server that keeps the
-    body open, or drops the connection there, costs nothing more (all the content is in)."""
+    """Read what a server sends after ``[DONE]`` (the end of the chunked body, at once from vLLM, llama.cpp and
+    LiteLLM), for at most ``_TAIL_READ_S``: then the connection goes back to the pool instead of every stream
+    paying a new one.  A server that keeps the body open delays the stream's end by that long (its connection is
+    then closed); one that drops the connection there loses nothing (all the content is in)."""
     try:
-        async with asyncio.timeout(_DRAIN_S):  # entered and left here, in this task: no yield inside
+        async with asyncio.timeout(_TAIL_READ_S):  # entered and left here, in this task: no yield inside
             async for _ in lines:
                 pass
     except (TimeoutError, httpx.HTTPError):
