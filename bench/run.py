@@ -11,6 +11,9 @@ Writes bench/results.json and bench/results.md.  Not a test: nothing here passes
   (litellm chunks -> normalized TokenEvents) vs iterating the raw litellm stream, both reading the same
   recorded vLLM SSE body (tokens cycled from tests/fixtures/vllm/c_chat_logprobs_stream.sse) from an httpx mock
   transport, so the difference is guardrail's own work.  Timed in process CPU time, interleaved, best of runs.
+* assessor, generation, guard, teacher_stream, proxy: see each bench/*_bench.py.
+* teacher_load: K remote streams at once judged by the one embedded scorer, at the end only or every 16 pieces
+  (bench/teacher_bench.py ``bench_teacher_load``): why ``default`` keeps ``stream.embedded_every: 0``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from assessor_bench import bench_assessor  # noqa: E402
 from generation_bench import bench_generation  # noqa: E402
 from guard_bench import bench_guard  # noqa: E402
-from teacher_bench import bench_teacher  # noqa: E402
+from teacher_bench import bench_teacher, bench_teacher_load  # noqa: E402
 
 GFLOP_PER_TOKEN = 0.27  # ~2 x 135M parameters
 N_TEXTS = 12
@@ -367,6 +370,16 @@ def markdown(res: dict) -> str:
                   f"{sec['every_32_sessions']} | {sec['every_32_fresh']} |",
                   f"| every 16 pieces ({tb['checkpoints']['every_16_sessions']} checkpoints) | "
                   f"{sec['every_16_sessions']} | {sec['every_16_fresh']} |"]
+    tl = res.get("teacher_load")
+    if tl:
+        lines += ["", f"## Concurrent remote streams judged by the embedded scorer ({tl['pieces']} pieces each at "
+                  f"{tl['rate_pieces_per_s']:g} pieces/s from a scripted remote server; medians over streams and "
+                  f"{tl['rounds']} rounds)", "",
+                  "| streams at once | judged | first text s | end s | all done s |", "|---|---|---|---|---|"]
+        for k in sorted((k for k in tl if k.endswith("_streams")), key=lambda k: int(k.split("_")[0])):
+            for name, label in (("end_only", "at the end (default)"), ("every_16", "every 16 pieces")):
+                r = tl[k][name]
+                lines.append(f"| {k.split('_')[0]} | {label} | {r['first_s']} | {r['end_s']} | {r['wall_s']} |")
     px = res.get("proxy")
     if px and "targets" in px:
         lines += ["", f"## Proxy overhead ({px['backend']}; one uvicorn worker each, load generator on the same "
@@ -401,7 +414,8 @@ def main() -> None:
         return
     sections = {"windows": bench_windows, "embedded": bench_embedded, "stream": bench_stream,
                 "assessor": bench_assessor, "generation": bench_generation, "guard": bench_guard,
-                "teacher_stream": bench_teacher, "proxy": bench_proxy}
+                "teacher_stream": bench_teacher, "teacher_load": bench_teacher_load,
+                "proxy": bench_proxy}
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     only = [s.strip() for s in args.only.split(",")] if args.only else list(sections)
     unknown = [s for s in only if s not in sections]

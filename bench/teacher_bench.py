@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,23 +45,16 @@ class _NoSessions:
 
 
 def bench_teacher(rounds: int = 3) -> dict:
-    from guardrail.backends.base import TokenEvent
     from guardrail.backends.llamacpp import LlamaCppBackend
     from guardrail.backends.scripted import ScriptedBackend
     from guardrail.guard import Guard
-    from guardrail.guard.policy import parse_policy
 
     scorer = LlamaCppBackend(n_threads=2)
     words = ANSWER.split(" ")
+    policy = _policy_maker()
 
     def events():
-        out = [TokenEvent(index=i, token=None, text=w if i == 0 else " " + w) for i, w in enumerate(words)]
-        out[-1].finish_reason, out[-1].prompt_tokens = "stop", 12
-        return out
-
-    def policy(every: int):
-        return parse_policy("name: b\noutput:\n  baseline: general\n  tiers: [{p: 0.01, action: annotate}]\n"
-                            f"stream: {{embedded_every: {every}, abort_p: 0.01}}\n", "b.yaml")
+        return _events(words)
 
     configs = {"end_only": (0, True), "every_32_sessions": (32, True), "every_32_fresh": (32, False),
                "every_16_sessions": (16, True), "every_16_fresh": (16, False)}
@@ -102,7 +96,83 @@ def bench_teacher(rounds: int = 3) -> dict:
     }
 
 
+def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 8), rate: float = 30.0, rounds: int = 2) -> dict:
+    """Whether ``embedded_every`` can be on by default, under load: K streams at once, each from a remote server
+    that sends the fixed answer at ``rate`` pieces a second (a GPU elsewhere: its time is not on these CPUs), all
+    judged by the one embedded scorer (2 threads, one model gate): at the end only (``embedded_every: 0``, the
+    default: text is released as it comes) or every 16 pieces with reply sessions (text held until its
+    checkpoint).  Per configuration: the median over streams of the time to the first released text and to the
+    stream's end, and the wall time of the K streams; rounds alternate the configurations."""
+    from guardrail.backends.llamacpp import LlamaCppBackend
+    from guardrail.backends.scripted import ScriptedBackend
+    from guardrail.guard import Guard
+    from guardrail.guard.streaming import StreamDelta, StreamEnd
+
+    scorer = LlamaCppBackend(n_threads=2)
+    words = ANSWER.split(" ")
+    policy = _policy_maker()
+
+    async def stream(every: int, out: dict) -> None:
+        g = Guard(policy(every), ScriptedBackend([_events(words)], delay=1.0 / rate), scorer=scorer,
+                  output_regimes=[], drift=None)
+        t = time.perf_counter()
+        first = None
+        async for e in g.stream(USER, max_tokens=len(words) + 8):
+            if isinstance(e, StreamDelta) and e.text and first is None:
+                first = time.perf_counter() - t
+            if isinstance(e, StreamEnd):
+                out["action"] = e.result.report.action
+        out["first"], out["end"] = first, time.perf_counter() - t
+
+    async def batch(every: int, k: int) -> dict:
+        outs: list[dict] = [{} for _ in range(k)]
+        t = time.perf_counter()
+        await asyncio.gather(*(stream(every, o) for o in outs))
+        return {"wall": time.perf_counter() - t, "first": [o["first"] for o in outs], "end": [o["end"] for o in outs]}
+
+    res: dict[str, dict] = {}
+
+    async def run_all() -> None:
+        await batch(0, 1)  # warm-up
+        for _ in range(rounds):
+            for k in concurrency:
+                for every in (0, 16):
+                    r = await batch(every, k)
+                    d = res.setdefault(f"{k}_streams", {}).setdefault(
+                        "end_only" if every == 0 else "every_16", {"wall": [], "first": [], "end": []})
+                    for key in ("wall", "first", "end"):
+                        d[key] += r[key] if isinstance(r[key], list) else [r[key]]
+
+    try:
+        asyncio.run(run_all())
+    finally:
+        scorer.close()
+    out = {"rate_pieces_per_s": rate, "pieces": len(words), "rounds": rounds}
+    for k, cfgs in res.items():
+        out[k] = {name: {f"{m}_s": round(float(np.median(v[m])), 2) for m in ("first", "end", "wall")}
+                  for name, v in cfgs.items()}
+    return out
+
+
+def _events(words: list[str]):
+    from guardrail.backends.base import TokenEvent
+
+    out = [TokenEvent(index=i, token=None, text=w if i == 0 else " " + w) for i, w in enumerate(words)]
+    out[-1].finish_reason, out[-1].prompt_tokens = "stop", 12
+    return out
+
+
+def _policy_maker():
+    from guardrail.guard.policy import parse_policy
+
+    def policy(every: int):
+        return parse_policy("name: b\noutput:\n  baseline: general\n  tiers: [{p: 0.01, action: annotate}]\n"
+                            f"stream: {{embedded_every: {every}, abort_p: 0.01}}\n", "b.yaml")
+    return policy
+
+
 if __name__ == "__main__":
     import json
+    import sys
 
-    print(json.dumps(bench_teacher(), indent=1))
+    print(json.dumps(bench_teacher_load() if sys.argv[1:] == ["load"] else bench_teacher(), indent=1))
