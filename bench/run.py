@@ -373,13 +373,15 @@ def markdown(res: dict) -> str:
     tl = res.get("teacher_load")
     if tl:
         lines += ["", f"## Concurrent remote streams judged by the embedded scorer ({tl['pieces']} pieces each at "
-                  f"{tl['rate_pieces_per_s']:g} pieces/s from a scripted remote server; medians over streams and "
-                  f"{tl['rounds']} rounds)", "",
-                  "| streams at once | judged | first text s | end s | all done s |", "|---|---|---|---|---|"]
+                  f"{tl['rate_pieces_per_s']:g} pieces/s from a scripted remote server; {tl.get('reply_sessions')} "
+                  f"reply sessions; medians over streams and {tl['rounds']} rounds)", "",
+                  "| streams at once | judged | first text s | end s | all done s | decoded per stream |",
+                  "|---|---|---|---|---|---|"]
         for k in sorted((k for k in tl if k.endswith("_streams")), key=lambda k: int(k.split("_")[0])):
             for name, label in (("end_only", "at the end (default)"), ("every_16", "every 16 pieces")):
                 r = tl[k][name]
-                lines.append(f"| {k.split('_')[0]} | {label} | {r['first_s']} | {r['end_s']} | {r['wall_s']} |")
+                lines.append(f"| {k.split('_')[0]} | {label} | {r['first_s']} | {r['end_s']} | {r['wall_s']} | "
+                             f"{r.get('decoded_per_stream', '')} |")
     px = res.get("proxy")
     if px and "targets" in px:
         lines += ["", f"## Proxy overhead ({px['backend']}; one uvicorn worker each, load generator on the same "

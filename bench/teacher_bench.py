@@ -2,7 +2,7 @@
 checkpoints cost the model, with reply sessions (each checkpoint decodes only what is new) and without them (each
 re-scores the answer so far), against the same stream judged at its end only -- all in one run.
 
-A scripted backend streams a fixed ~260-token answer at once (no backend time); the real embedded model (2
+A scripted backend streams a fixed 187-token answer (152 pieces) at once (no backend time); the real embedded model (2
 threads) teacher-forces it.  Wall time per guarded stream, median of rounds that alternate the configurations, and
 the tokens the model decoded through sessions.
 """
@@ -96,13 +96,16 @@ def bench_teacher(rounds: int = 3) -> dict:
     }
 
 
-def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 8), rate: float = 30.0, rounds: int = 2) -> dict:
+def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 30.0, rounds: int = 2) -> dict:
     """Whether ``embedded_every`` can be on by default, under load: K streams at once, each from a remote server
     that sends the fixed answer at ``rate`` pieces a second (a GPU elsewhere: its time is not on these CPUs), all
-    judged by the one embedded scorer (2 threads, one model gate): at the end only (``embedded_every: 0``, the
-    default: text is released as it comes) or every 16 pieces with reply sessions (text held until its
-    checkpoint).  Per configuration: the median over streams of the time to the first released text and to the
-    stream's end, and the wall time of the K streams; rounds alternate the configurations."""
+    judged by the one embedded scorer (2 threads, one model gate, its reply sessions): at the end only
+    (``embedded_every: 0``, the default: text is released as it comes) or every 16 pieces with reply sessions (text
+    held until its checkpoint).  Per configuration: the median over streams of the time to the first released text
+    and to the stream's end, the median wall time of the K streams, the tokens the model decoded through reply
+    sessions per stream (what the checkpoints cost it: the engine keeps ``sessions`` of them, least recently used
+    evicted, and an evicted session's next checkpoint decodes the answer so far again), and the final actions;
+    odd rounds run the configurations in the reverse order."""
     from guardrail.backends.llamacpp import LlamaCppBackend
     from guardrail.backends.scripted import ScriptedBackend
     from guardrail.guard import Guard
@@ -116,40 +119,56 @@ def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 8), rate: float = 30.
         g = Guard(policy(every), ScriptedBackend([_events(words)], delay=1.0 / rate), scorer=scorer,
                   output_regimes=[], drift=None)
         t = time.perf_counter()
-        first = None
+        out["first"] = None
         async for e in g.stream(USER, max_tokens=len(words) + 8):
-            if isinstance(e, StreamDelta) and e.text and first is None:
-                first = time.perf_counter() - t
+            if isinstance(e, StreamDelta) and e.text and out["first"] is None:
+                out["first"] = time.perf_counter() - t
             if isinstance(e, StreamEnd):
                 out["action"] = e.result.report.action
-        out["first"], out["end"] = first, time.perf_counter() - t
+        out["end"] = time.perf_counter() - t
 
     async def batch(every: int, k: int) -> dict:
         outs: list[dict] = [{} for _ in range(k)]
+        before = scorer.engine.sessions.decoded
         t = time.perf_counter()
         await asyncio.gather(*(stream(every, o) for o in outs))
-        return {"wall": time.perf_counter() - t, "first": [o["first"] for o in outs], "end": [o["end"] for o in outs]}
+        return {"wall": time.perf_counter() - t, "outs": outs,
+                "decoded_per_stream": (scorer.engine.sessions.decoded - before) / k}
 
     res: dict[str, dict] = {}
+    order = [(k, every) for k in concurrency for every in (0, 16)]
 
     async def run_all() -> None:
-        await batch(0, 1)  # warm-up
-        for _ in range(rounds):
-            for k in concurrency:
-                for every in (0, 16):
-                    r = await batch(every, k)
-                    d = res.setdefault(f"{k}_streams", {}).setdefault(
-                        "end_only" if every == 0 else "every_16", {"wall": [], "first": [], "end": []})
-                    for key in ("wall", "first", "end"):
-                        d[key] += r[key] if isinstance(r[key], list) else [r[key]]
+        await batch(0, 1)  # warm-up, both paths
+        await batch(16, 1)
+        for r in range(rounds):
+            for k, every in order if r % 2 == 0 else order[::-1]:
+                got = await batch(every, k)
+                d = res.setdefault(f"{k}_streams", {}).setdefault(
+                    "end_only" if every == 0 else "every_16", {"wall": [], "first": [], "end": [], "decoded": [],
+                                                               "actions": {}, "no_text": 0})
+                d["wall"].append(got["wall"])
+                d["decoded"].append(got["decoded_per_stream"])
+                for o in got["outs"]:
+                    d["end"].append(o["end"])
+                    if o["first"] is None:
+                        d["no_text"] += 1
+                    else:
+                        d["first"].append(o["first"])
+                    d["actions"][o["action"]] = d["actions"].get(o["action"], 0) + 1
 
+    sessions = scorer.engine.sessions
+    n_sessions = len(sessions._free) + len(sessions)  # the sequences set apart for reply sessions
     try:
         asyncio.run(run_all())
     finally:
         scorer.close()
-    out = {"rate_pieces_per_s": rate, "pieces": len(words), "rounds": rounds}
+    out: dict = {"rate_pieces_per_s": rate, "pieces": len(words), "rounds": rounds, "reply_sessions": n_sessions}
     for k, cfgs in res.items():
-        out[k] = {name: {f"{m}_s": round(float(np.median(v[m])), 2) for m in ("first", "end", "wall")}
+        out[k] = {name: {"first_s": round(float(np.median(v["first"])), 2) if v["first"] else None,
+                         "end_s": round(float(np.median(v["end"])), 2), "wall_s": round(float(np.median(v["wall"])), 2),
+                         "decoded_per_stream": round(float(np.median(v["decoded"]))), "actions": v["actions"],
+                         "no_text": v["no_text"]}
                   for name, v in cfgs.items()}
     return out
 

@@ -247,8 +247,8 @@ class OpenAIHTTPBackend(BackendBase):
 
 
 async def _drain(lines: AsyncIterator[bytes]) -> None:
-    """Read what a server sends after ``[DONE]`` (the end of the chunked body, at once from vLLM, llama.cpp and
-    LiteLLM), for at most ``_TAIL_READ_S``: then the connection goes back to the pool instead of every stream
+    """Read what a server sends after ``[DONE]`` (the end of the chunked body, which a server sends with it or
+    right after), for at most ``_TAIL_READ_S``: then the connection goes back to the pool instead of every stream
     paying a new one.  A server that keeps the body open delays the stream's end by that long (its connection is
     then closed); one that drops the connection there loses nothing (all the content is in)."""
     try:
