@@ -96,7 +96,8 @@ def bench_teacher(rounds: int = 3) -> dict:
     }
 
 
-def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 30.0, rounds: int = 2) -> dict:
+def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 30.0, rounds: int = 2,
+                       reply_sessions: int | None = None) -> dict:
     """Whether ``embedded_every`` can be on by default, under load: K streams at once, each from a remote server
     that sends the fixed answer at ``rate`` pieces a second (a GPU elsewhere: its time is not on these CPUs), all
     judged by the one embedded scorer (2 threads, one model gate, its reply sessions): at the end only
@@ -111,7 +112,7 @@ def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 
     from guardrail.guard import Guard
     from guardrail.guard.streaming import StreamDelta, StreamEnd
 
-    scorer = LlamaCppBackend(n_threads=2)
+    scorer = LlamaCppBackend(n_threads=2, **({} if reply_sessions is None else {"reply_sessions": reply_sessions}))
     words = ANSWER.split(" ")
     policy = _policy_maker()
 
@@ -194,4 +195,7 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(bench_teacher_load() if sys.argv[1:] == ["load"] else bench_teacher(), indent=1))
+    if sys.argv[1:2] == ["load"]:  # load [REPLY_SESSIONS]
+        print(json.dumps(bench_teacher_load(reply_sessions=int(sys.argv[2]) if sys.argv[2:] else None), indent=1))
+    else:
+        print(json.dumps(bench_teacher(), indent=1))

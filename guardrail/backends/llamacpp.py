@@ -14,6 +14,9 @@
 * Blocking model calls run on the backend's own worker thread, one at a time (the context is not thread-safe),
   admitted by a fair, bounded, cancel-safe :class:`~guardrail.backends.gate.ModelGate` (``max_waiting``; beyond
   it ``BackendBusyError``): waiters cost no thread, and a cancelled caller never leaves the model held.
+* ``reply_sessions``: sequences of the KV cache kept for streams judged at checkpoints (each decodes only what is
+  new since its last one; least recently used evicted, and an evicted stream's next checkpoint decodes its
+  answer again): as many as the streams judged this way at once (docs/benchmarks.md). No part of the scorer id.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         n_ubatch: int = 256,
         n_seq_max: int = 32,
         max_waiting: int = 64,
+        reply_sessions: int = 4,
     ) -> None:
         if top_k < 0 or top_k > 100:
             raise ConfigError(f"top_k must be in 0..100, got {top_k}")
@@ -70,7 +74,7 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         sha = file_sha256(path)
         self._engine = LlamaEngine(
             compute_copy(path, compute, sha), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
-            n_threads=n_threads, n_seq_max=n_seq_max,
+            n_threads=n_threads, n_seq_max=n_seq_max, reply_sessions=reply_sessions,
         )
         eng = self._engine
         if not 0 <= overlap <= eng.n_ctx // 2:
