@@ -213,3 +213,40 @@ def test_alternatives_through_a_session():
             assert all(len(t.top) == 3 for t in a.tokens)
     finally:
         b.close()
+
+
+def test_more_streams_than_reply_sessions_thrash_and_reply_sessions_sets_how_many(backend):
+    """Five answers growing side by side, checkpoints taken in turn: with the default four sessions each checkpoint
+    finds its session evicted (least recently used) and decodes its answer again; with ``reply_sessions=5`` every
+    answer keeps its session and each checkpoint decodes only what is new.  Both read the same numbers."""
+    from guardrail.backends.llamacpp import LlamaCppBackend
+    from guardrail.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reply_sessions"):
+        LlamaCppBackend(reply_sessions=-1)
+    cuts = prefixes(ANSWER)[:6]
+    keys = ["a", "b", "c", "d", "e"]
+
+    async def go(be):
+        s = be.engine.sessions
+        before, last = s.decoded, []
+        for c in cuts:
+            last = [await be.score_reply(MSGS, f"({k}) " + c, session=k) for k in keys]
+        used = s.decoded - before
+        for k in keys:
+            await be.end_session(k)
+        return used, last
+
+    assert len(backend.engine.sessions._free) + len(backend.engine.sessions) == 4
+    four, last4 = run(go(backend))
+    five_be = LlamaCppBackend(reply_sessions=5)
+    try:
+        five, last5 = run(go(five_be))
+    finally:
+        five_be.close()
+    n_prompt = len(backend._prompt(MSGS)[1])
+    whole = sum(len(r.tokens) for r in last5)  # the finished answers' tokens, decoded about once with 5 sessions
+    assert five < whole + 5 * n_prompt + 5 * 8 * len(cuts)  # each token about once (a cut word re-decoded)
+    assert four > 2 * five  # with 4 sessions for 5 answers every checkpoint starts over
+    for a, b in zip(last4, last5, strict=True):
+        same(a, b)

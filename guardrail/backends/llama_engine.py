@@ -50,8 +50,8 @@ class LlamaEngine:
         for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch)):
             if v < 16:
                 raise ConfigError(f"{name} must be >= 16, got {v}")
-        if not 0 <= reply_sessions < n_seq_max:
-            raise ConfigError(f"reply_sessions must be in 0..{n_seq_max - 1} (n_seq_max - 1), got {reply_sessions}")
+        if reply_sessions < 0:
+            raise ConfigError(f"reply_sessions must be >= 0, got {reply_sessions}")
         L = _llama()  # noqa: N806
         self._L = L
         path = Path(model_path)
@@ -97,7 +97,7 @@ class LlamaEngine:
         # sequence's tail (recurrent, hybrid) or forgets early positions (sliding-window attention): a session
         # there would read context the cache no longer has
         plain = not (L.llama_model_is_recurrent(model) or L.llama_model_is_hybrid(model) or L.llama_model_n_swa(model))
-        n_sessions = reply_sessions if plain else 0
+        n_sessions = min(reply_sessions, n_seq_max - 1) if plain else 0  # one sequence at least for scoring
         self._n_work = n_seq_max - n_sessions
         self.sessions = ReplySessions(self, list(range(n_seq_max - 1, self._n_work - 1, -1)))
         self.bos = int(L.llama_vocab_bos(self._vocab))
