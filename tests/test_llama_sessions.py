@@ -216,9 +216,9 @@ def test_alternatives_through_a_session():
 
 
 def test_more_streams_than_reply_sessions_thrash_and_reply_sessions_sets_how_many(backend):
-    """Five answers growing side by side, checkpoints taken in turn: with the default four sessions each checkpoint
-    finds its session evicted (least recently used) and decodes its answer again; with ``reply_sessions=5`` every
-    answer keeps its session and each checkpoint decodes only what is new.  Both read the same numbers."""
+    """Five answers growing side by side, checkpoints taken in turn: with four sessions each checkpoint finds its
+    session evicted (least recently used) and decodes its answer again; with the default eight every answer keeps
+    its session and each checkpoint decodes only what is new.  Both read the same numbers."""
     from guardrail.backends.llamacpp import LlamaCppBackend
     from guardrail.errors import ConfigError
 
@@ -237,16 +237,16 @@ def test_more_streams_than_reply_sessions_thrash_and_reply_sessions_sets_how_man
             await be.end_session(k)
         return used, last
 
-    assert len(backend.engine.sessions._free) + len(backend.engine.sessions) == 4
-    four, last4 = run(go(backend))
-    five_be = LlamaCppBackend(reply_sessions=5)
+    assert len(backend.engine.sessions._free) + len(backend.engine.sessions) == 8  # the default
+    eight, last8 = run(go(backend))
+    four_be = LlamaCppBackend(reply_sessions=4)
     try:
-        five, last5 = run(go(five_be))
+        four, last4 = run(go(four_be))
     finally:
-        five_be.close()
+        four_be.close()
     n_prompt = len(backend._prompt(MSGS)[1])
-    whole = sum(len(r.tokens) for r in last5)  # the finished answers' tokens, decoded about once with 5 sessions
-    assert five < whole + 5 * n_prompt + 5 * 8 * len(cuts)  # each token about once (a cut word re-decoded)
-    assert four > 2 * five  # with 4 sessions for 5 answers every checkpoint starts over
-    for a, b in zip(last4, last5, strict=True):
+    whole = sum(len(r.tokens) for r in last8)  # the finished answers' tokens, decoded about once with 8 sessions
+    assert eight < whole + 5 * n_prompt + 5 * 8 * len(cuts)  # each token about once (a cut word re-decoded)
+    assert four > 2 * eight  # with 4 sessions for 5 answers every checkpoint starts over
+    for a, b in zip(last4, last8, strict=True):
         same(a, b)

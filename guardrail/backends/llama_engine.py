@@ -45,7 +45,7 @@ class LlamaEngine:
         n_ubatch: int = 512,
         n_threads: int | None = None,
         n_seq_max: int = 32,
-        reply_sessions: int = 4,
+        reply_sessions: int = 8,
     ) -> None:
         for name, v in (("n_ctx", n_ctx), ("n_batch", n_batch), ("n_ubatch", n_ubatch)):
             if v < 16:

@@ -16,7 +16,9 @@
   it ``BackendBusyError``): waiters cost no thread, and a cancelled caller never leaves the model held.
 * ``reply_sessions``: sequences of the KV cache kept for streams judged at checkpoints (each decodes only what is
   new since its last one; least recently used evicted, and an evicted stream's next checkpoint decodes its
-  answer again): as many as the streams judged this way at once (docs/benchmarks.md). No part of the scorer id.
+  answer again): as many as the streams judged this way at once -- 8 by default (with 4, five streams at once
+  re-decoded 5.5x the tokens and ended 2x later: docs/benchmarks.md), within the n_ctx cells they share. No part
+  of the scorer id.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
         n_ubatch: int = 256,
         n_seq_max: int = 32,
         max_waiting: int = 64,
-        reply_sessions: int = 4,
+        reply_sessions: int = 8,
     ) -> None:
         if top_k < 0 or top_k > 100:
             raise ConfigError(f"top_k must be in 0..100, got {top_k}")
