@@ -17,7 +17,7 @@
 * ``reply_sessions``: sequences of the KV cache kept for streams judged at checkpoints (each decodes only what is
   new since its last one; least recently used evicted, and an evicted stream's next checkpoint decodes its
   answer again): as many as the streams judged this way at once -- 8 by default (with 4, five streams at once
-  re-decoded 5.5x the tokens and ended 2x later: docs/benchmarks.md), within the n_ctx cells they share. No part
+  re-decoded 5.5x the tokens and ended at 17.5 s instead of 8.0: docs/benchmarks.md), within the n_ctx cells they share. No part
   of the scorer id.
 """
 
