@@ -156,7 +156,8 @@ def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 
                         d["no_text"] += 1
                     else:
                         d["first"].append(o["first"])
-                    d["actions"][o["action"]] = d["actions"].get(o["action"], 0) + 1
+                    a = o.get("action", "no end")
+                    d["actions"][a] = d["actions"].get(a, 0) + 1
 
     sessions = scorer.engine.sessions
     n_sessions = len(sessions._free) + len(sessions)  # the sequences set apart for reply sessions

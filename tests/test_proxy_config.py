@@ -36,6 +36,7 @@ def test_shipped_example_config_loads():
     ("models:\n  m:\n    api_key_env: sk-123abc\n", "x.yaml:3: models.m.api_key_env: the name of an environment"),
     ("keys:\n  - name: a\n    sha256: abc\n", "x.yaml:3: keys.0.sha256: 64 lowercase hex digits"),
     ("limits:\n  max_tokns: 5\n", "x.yaml:2: limits.max_tokns: unknown key"),
+    ("limits:\n  reply_sessions: -1\n", "x.yaml:2: limits.reply_sessions: Input should be greater than or equal to 0"),
     ("models: {}\n", "x.yaml:1: models: Dictionary should have at least 1 item"),
     ("host: [\n", "x.yaml:2: malformed YAML"),
     ("- a\n- b\n", "x.yaml: a proxy config is a YAML mapping"),

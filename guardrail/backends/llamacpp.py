@@ -14,11 +14,12 @@
 * Blocking model calls run on the backend's own worker thread, one at a time (the context is not thread-safe),
   admitted by a fair, bounded, cancel-safe :class:`~guardrail.backends.gate.ModelGate` (``max_waiting``; beyond
   it ``BackendBusyError``): waiters cost no thread, and a cancelled caller never leaves the model held.
-* ``reply_sessions``: sequences of the KV cache kept for streams judged at checkpoints (each decodes only what is
-  new since its last one; least recently used evicted, and an evicted stream's next checkpoint decodes its
+* ``reply_sessions``: sequences of the KV cache kept for streams judged at checkpoints (each decodes only what
+  is new since its last one; least recently used evicted, and an evicted stream's next checkpoint decodes its
   answer again): as many as the streams judged this way at once -- 8 by default (with 4, five streams at once
-  re-decoded 5.5x the tokens and ended at 17.5 s instead of 8.0: docs/benchmarks.md), within the n_ctx cells they share. No part
-  of the scorer id.
+  re-decoded 5.5x the tokens and ended at 17.5 s instead of 8.0: docs/benchmarks.md).  They share the n_ctx
+  cells (2,048): 8 sessions hold about 250 prompt and answer tokens each before they evict each other by room.
+  No part of the scorer id.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class LlamaCppBackend(GenerationMixin, BackendBase):
     ) -> None:
         if top_k < 0 or top_k > 100:
             raise ConfigError(f"top_k must be in 0..100, got {top_k}")
+        if reply_sessions < 0:
+            raise ConfigError(f"reply_sessions must be >= 0, got {reply_sessions}")
         if compute not in COMPUTE_TYPES:
             raise ConfigError(f"unknown compute type {compute!r}; choose from {', '.join(COMPUTE_TYPES)}")
         path = Path(model_path) if model_path else default_model_path()

@@ -110,6 +110,8 @@ class Limits(_Strict):
     max_in_flight: int = Field(64, ge=1, description="requests handled at once per model; more wait ...")
     max_waiting: int = Field(64, ge=0, description="... up to this many; past it HTTP 429 with Retry-After")
     drain_s: float = Field(30.0, ge=0, description="on SIGTERM: how long in-flight requests may finish")
+    reply_sessions: int = Field(8, ge=0, le=31, description="remote streams the embedded scorer judges at "
+                                "checkpoints (stream.embedded_every) at once without re-decoding their answers")
 
 
 def _default_route() -> ModelRoute:

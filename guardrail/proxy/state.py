@@ -95,7 +95,8 @@ class ProxyState:
             else:
                 from ..backends.llamacpp import LlamaCppBackend
 
-                self.scorer = LlamaCppBackend(max_waiting=self.config.limits.max_waiting)
+                lim = self.config.limits
+                self.scorer = LlamaCppBackend(max_waiting=lim.max_waiting, reply_sessions=lim.reply_sessions)
         return self.scorer
 
     def _backend(self, name: str, route: ModelRoute) -> Backend:
