@@ -14,12 +14,9 @@
 * Blocking model calls run on the backend's own worker thread, one at a time (the context is not thread-safe),
   admitted by a fair, bounded, cancel-safe :class:`~guardrail.backends.gate.ModelGate` (``max_waiting``; beyond
   it ``BackendBusyError``): waiters cost no thread, and a cancelled caller never leaves the model held.
-* ``reply_sessions``: sequences of the KV cache kept for streams judged at checkpoints (each decodes only what
-  is new since its last one; least recently used evicted, and an evicted stream's next checkpoint decodes its
-  answer again): as many as the streams judged this way at once -- 8 by default (with 4, five streams at once
-  re-decoded 5.5x the tokens and ended at 17.5 s instead of 8.0: docs/benchmarks.md).  They share the n_ctx
-  cells (2,048): 8 sessions hold about 250 prompt and answer tokens each before they evict each other by room.
-  No part of the scorer id.
+* ``reply_sessions`` (8): KV-cache sequences kept for streams judged at checkpoints, as many as such streams at
+  once (least recently used evicted: its next checkpoint decodes the answer again), ~250 tokens each in 2,048
+  cells; not part of the scorer id (docs/scoring.md, docs/benchmarks.md).
 """
 
 from __future__ import annotations
