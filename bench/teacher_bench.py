@@ -51,10 +51,7 @@ def bench_teacher(rounds: int = 3) -> dict:
 
     scorer = LlamaCppBackend(n_threads=2)
     words = ANSWER.split(" ")
-    policy = _policy_maker()
-
-    def events():
-        return _events(words)
+    policy = _policy
 
     configs = {"end_only": (0, True), "every_32_sessions": (32, True), "every_32_fresh": (32, False),
                "every_16_sessions": (16, True), "every_16_fresh": (16, False)}
@@ -64,7 +61,7 @@ def bench_teacher(rounds: int = 3) -> dict:
 
     async def one(name: str) -> None:
         every, sessions = configs[name]
-        g = Guard(policy(every), ScriptedBackend([events()]), scorer=scorer if sessions else _NoSessions(scorer),
+        g = Guard(policy(every), ScriptedBackend([_events(words)]), scorer=scorer if sessions else _NoSessions(scorer),
                   output_regimes=[], drift=None)
         before = scorer.engine.sessions.decoded
         t = time.perf_counter()
@@ -114,7 +111,7 @@ def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 
 
     scorer = LlamaCppBackend(n_threads=2, **({} if reply_sessions is None else {"reply_sessions": reply_sessions}))
     words = ANSWER.split(" ")
-    policy = _policy_maker()
+    policy = _policy
 
     async def stream(every: int, out: dict) -> None:
         g = Guard(policy(every), ScriptedBackend([_events(words)], delay=1.0 / rate), scorer=scorer,
@@ -159,13 +156,12 @@ def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 
                     a = o.get("action", "no end")
                     d["actions"][a] = d["actions"].get(a, 0) + 1
 
-    sessions = scorer.engine.sessions
-    n_sessions = len(sessions._free) + len(sessions)  # the sequences set apart for reply sessions
+    capacity = scorer.engine.sessions.capacity
     try:
         asyncio.run(run_all())
     finally:
         scorer.close()
-    out: dict = {"rate_pieces_per_s": rate, "pieces": len(words), "rounds": rounds, "reply_sessions": n_sessions}
+    out: dict = {"rate_pieces_per_s": rate, "pieces": len(words), "rounds": rounds, "reply_sessions": capacity}
     for k, cfgs in res.items():
         out[k] = {name: {"first_s": round(float(np.median(v["first"])), 2) if v["first"] else None,
                          "end_s": round(float(np.median(v["end"])), 2), "wall_s": round(float(np.median(v["wall"])), 2),
@@ -183,13 +179,11 @@ def _events(words: list[str]):
     return out
 
 
-def _policy_maker():
+def _policy(every: int):
     from guardrail.guard.policy import parse_policy
 
-    def policy(every: int):
-        return parse_policy("name: b\noutput:\n  baseline: general\n  tiers: [{p: 0.01, action: annotate}]\n"
-                            f"stream: {{embedded_every: {every}, abort_p: 0.01}}\n", "b.yaml")
-    return policy
+    return parse_policy("name: b\noutput:\n  baseline: general\n  tiers: [{p: 0.01, action: annotate}]\n"
+                        f"stream: {{embedded_every: {every}, abort_p: 0.01}}\n", "b.yaml")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def within(engine, text: str, n: int) -> str:
     ids = engine.tokenize(text.encode("utf-8")).tolist()
     if len(ids) <= n:
         return text
-    return b"".join(engine._piece(t) for t in ids[:n]).decode("utf-8", "ignore")
+    return b"".join(engine.pieces[t] for t in ids[:n]).decode("utf-8", "ignore")
 
 
 def events(pieces: list[str]) -> list[TokenEvent]:

@@ -237,7 +237,7 @@ def test_more_streams_than_reply_sessions_thrash_and_reply_sessions_sets_how_man
             await be.end_session(k)
         return used, last
 
-    assert len(backend.engine.sessions._free) + len(backend.engine.sessions) == 8  # the default
+    assert backend.engine.sessions.capacity == 8  # the default
     eight, last8 = run(go(backend))
     four_be = LlamaCppBackend(reply_sessions=4)
     try:

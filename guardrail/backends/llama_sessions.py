@@ -46,6 +46,7 @@ class ReplySessions:
     def __init__(self, engine: LlamaEngine, seqs: list[int]) -> None:
         self.engine = engine
         self.available = bool(seqs)  # no sequences set apart: the engine scores session calls afresh
+        self.capacity = len(seqs)  # sessions that can live at once
         self._free = list(seqs)
         self._live: OrderedDict[str, _Session] = OrderedDict()
         self.decoded = 0  # tokens decoded through sessions (what a checkpoint cost the model)
