@@ -55,6 +55,32 @@ def test_tail_count_is_the_count_at_calibration_scores_and_continuous_between_an
         assert a - b <= ((arr >= x0) & (arr <= x1)).sum() + 1  # no jump beyond the scores it passes
 
 
+def test_tail_count_interpolates_exactly_as_numpy_interp():
+    """CountTail reads the interpolated count without numpy (one value per part on the request path): it must
+    be numpy's np.interp to the bit -- ties among the calibration scores, values on them, below them, -inf."""
+    from guardrail.baselines.tails import CountTail
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for trial in range(400):
+        n = int(rng.integers(1, 300))
+        kind = trial % 4
+        cal = np.sort([rng.normal(size=n), np.round(rng.exponential(3, size=n), 1),
+                       rng.integers(0, 5, size=n).astype(float), 5 + 1e-9 * rng.normal(size=n)][kind])
+        ct = CountTail(cal)
+        counts = np.arange(n, 0, -1, dtype=np.float64)
+        for s in [*rng.choice(cal, 10), *rng.uniform(cal[0] - 1, cal[-1] + 1, 20), cal[0], -math.inf,
+                  float(np.nextafter(cal[0], -1)), float(np.nextafter(cal[-1], -math.inf))]:
+            s = float(s)
+            if not s <= ct.u:  # beyond u: the exponential tail, not the interpolation
+                continue
+            want = float(np.interp(s, cal, counts, left=float(n)))
+            got = ct.count(s)
+            assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want), (n, kind, s, got, want)
+            checked += 1
+    assert checked > 5000
+
+
 def test_continuous_p_meets_the_conformal_p_and_goes_below_its_floor():
     n = 99
     assert continuous_p(4.0, n) == pytest.approx(5 / 100)  # (1 + count) / (n + 1)

@@ -55,14 +55,14 @@ class CountTable:
         """Per row i, ``#{row_i >= x_i}`` (0 for NaN)."""
         if self.ge is None:
             return self.n - np.array([r.searchsorted(v, "left") for r, v in zip(self.rows, x.tolist(), strict=True)])
-        return self.ge[self._rows, np.searchsorted(self.u, x, "left")]
+        return self.ge[self._rows, self.u.searchsorted(x, "left")]
 
     def at_most(self, x: np.ndarray) -> np.ndarray:
         """Per row i, ``#{row_i <= x_i}`` = n_i - #{row_i > x_i} (n_i for NaN: the caller masks it)."""
         if self.ge is None:
             return np.array([r.searchsorted(v, "right") for r, v in zip(self.rows, x.tolist(), strict=True)],
                             dtype=np.int64)
-        return self.n - self.ge[self._rows, np.searchsorted(self.u, x, "right")]
+        return self.n - self.ge[self._rows, self.u.searchsorted(x, "right")]
 
 
 class BucketMatrix:
@@ -87,6 +87,7 @@ class BucketMatrix:
         trend = [b.trend.get(sig, (0.0, 0.0)) for b in buckets for sig in self.signals]
         self.ta = np.array([t[0] for t in trend], dtype=np.float64)
         self.tb = np.array([t[1] for t in trend], dtype=np.float64)
+        self.trended = bool(np.any(self.ta != 0) or np.any(self.tb != 0))  # none: the residual is the value
         kinds = [signals[sig] for sig in self.signals] * self.k_parts
         # p = min(1, c * min(p_hi + off_hi, p_lo + off_lo)): a one-sided row ignores the other tail (off = inf),
         # a two-sided one doubles the smaller (c = 2)
@@ -108,13 +109,14 @@ class BucketMatrix:
         x = np.array([feat.get(sig, nan) for sig in self.signals] * self.k_parts, dtype=np.float64)
         if self.stack is not None:
             x[self.det_rows] = self.stack.scores(feat)
-        r = x - (self.ta + self.tb * math.log(max(1.0, feat["n_scored"])))  # Bucket.residual (+ 0 without trend)
+        # Bucket.residual (x - 0 = x without a trend)
+        r = x - (self.ta + self.tb * math.log(max(1.0, feat["n_scored"]))) if self.trended else x
         rr = np.concatenate((r, -r))
         counts = np.concatenate((self.refs.at_least(r), self.refs.at_most(r)))  # #{ref >= x}, #{-ref >= -x}
         p2 = (1 + counts) / self.n1
         # past the k-th most extreme reference value, the exponential tail -- with math.exp, as tails._Tail computes
         # it (numpy's exp may differ in the last bit on some CPUs; the stored calibration scores came from math's)
-        for i in np.flatnonzero(rr > self.u).tolist():
+        for i in (rr > self.u).nonzero()[0].tolist():
             p2[i] = max(self.scale_l[i] * math.exp(-(float(rr[i]) - self.u_l[i]) / self.beta_l[i]), P_FLOOR)
         n = r.size
         p = np.minimum(1.0, self.c * np.minimum(p2[:n] + self.off_hi, p2[n:] + self.off_lo))

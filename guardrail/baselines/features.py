@@ -51,6 +51,11 @@ __all__ = ["FEATURE_TAILS", "Tail", "cusum_stretch", "feature_names", "features"
 
 Tail = Literal["high", "low", "both"]
 
+# the ufuncs' own reductions: what ndarray.max() / .sum() / .any() / np.cumsum call, without their Python wrappers
+# (the same arithmetic, a microsecond less per call on the request path)
+_MAX, _MIN, _SUM, _ANY, _ACC = (np.maximum.reduce, np.minimum.reduce, np.add.reduce, np.logical_or.reduce,
+                                np.add.accumulate)
+
 FEATURE_TAILS: dict[str, Tail] = {
     "whole_nll": "both", "bits_per_byte": "both", "mean_entropy": "both", "distinct": "low",
     "spike_frac": "high", "excluded_frac": "high", "repeat_run": "high",
@@ -91,20 +96,21 @@ def _lag_equal(keys: np.ndarray, lags: int) -> np.ndarray:
 
 
 def _longest_run(hit: np.ndarray) -> int:
-    if not hit.any():
+    if not _ANY(hit):
         return 0
     # run lengths of True: positions where a run starts / ends
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], hit.view(np.int8), [0]))))
-    return int((edges[1::2] - edges[::2]).max())
+    b = np.concatenate(([0], hit.view(np.int8), [0]))
+    edges = (b[1:] != b[:-1]).nonzero()[0]  # = np.flatnonzero(np.diff(b))
+    return int(_MAX(edges[1::2] - edges[::2]))
 
 
 def _window_max(eq: np.ndarray, window: int) -> int:
     """max over rows and windows of ``window`` consecutive positions (all of them when fewer) of the True count."""
     lags, n = eq.shape
     c = np.zeros((lags, n + 1), dtype=np.int32)
-    np.cumsum(eq, axis=1, out=c[:, 1:])
+    eq.cumsum(axis=1, out=c[:, 1:])
     w = min(window, n)
-    return int((c[:, w:] - c[:, :-w]).max())
+    return int(_MAX(c[:, w:] - c[:, :-w], axis=None))
 
 
 def repeat_run(ids: np.ndarray, period: int = REPEAT_PERIOD) -> int:
@@ -145,12 +151,12 @@ def _excess_walk(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[np
     d = nll - entropy
     gap = np.isnan(d)
     ok = None
-    if gap.any():
-        ok = np.flatnonzero(~gap)
+    if _ANY(gap):
+        ok = (~gap).nonzero()[0]
         d = d[ok]
     c = np.empty(d.shape[0] + 1, dtype=np.float64)
     c[0] = 0.0
-    np.cumsum(d - drift, out=c[1:])
+    _ACC(d - drift, out=c[1:])  # = np.cumsum
     return ok, c
 
 
@@ -159,7 +165,7 @@ def surprise_cusum(nll: np.ndarray, entropy: np.ndarray, drift: float = CUSUM_DR
     _, c = _excess_walk(nll, entropy, drift)
     if c.shape[0] == 1:
         return float("nan")
-    return float((c - np.minimum.accumulate(c)).max())
+    return float(_MAX(c - np.minimum.accumulate(c)))
 
 
 def cusum_stretch(nll: np.ndarray, entropy: np.ndarray, drift: float) -> tuple[int, int] | None:
@@ -227,9 +233,9 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
     for w in windows:
         e = min(w, n)
         sums = c[e:] - c[:-e]  # the extremes of the sums are the extremes of the means (e > 0: monotone)
-        out[f"max_w{w}"] = float(sums.max()) / e
-        out[f"min_w{w}"] = float(sums.min()) / e
-    total = float(v.sum()) if want("whole_nll", "bits_per_byte", "spike_frac") else math.nan
+        out[f"max_w{w}"] = float(_MAX(sums)) / e
+        out[f"min_w{w}"] = float(_MIN(sums)) / e
+    total = float(_SUM(v)) if want("whole_nll", "bits_per_byte", "spike_frac") else math.nan
     mean = total / n
     n_tok = int(a.nll.shape[0])
     if want("whole_nll"):
@@ -238,7 +244,7 @@ def features(seg: Segment, widths: Sequence[int], arrays: TokenArrays | None = N
         out["bits_per_byte"] = total / np.log(2.0) / (int(a.nbytes[ok].sum()) or 1)
     if want("mean_entropy"):
         ent = a.entropy[~np.isnan(a.entropy)]
-        out["mean_entropy"] = float(ent.sum()) / ent.size if ent.size else float("nan")  # = ent.mean()
+        out["mean_entropy"] = float(_SUM(ent)) / ent.size if ent.size else float("nan")  # = ent.mean()
     if want("spike_frac"):
         hot = _means(c, min(8, n)) > mean + 2.0
         out["spike_frac"] = int(np.count_nonzero(hot)) / hot.size  # = hot.mean()

@@ -26,7 +26,7 @@ CUSUM_DRIFTS = {"surprise_cusum": CUSUM_DRIFT, "excess_cusum": EXCESS_DRIFT}
 def scored_windows(a: TokenArrays, width: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Window means of width ``min(width, #scored)`` over the scored tokens only (excluded tokens skipped), the
     scored tokens' indices, and the effective width."""
-    idx = np.flatnonzero(~np.isnan(a.nll))
+    idx = (~np.isnan(a.nll)).nonzero()[0]
     w = min(width, idx.size)
     return (window_means(a.nll[idx], w) if w else np.empty(0)), idx, w
 

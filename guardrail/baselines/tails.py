@@ -8,6 +8,7 @@ worked out once (:class:`_Tail`).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -60,13 +61,13 @@ class CountTail:
     """A sorted calibration sample with what :func:`tail_count` needs worked out once (a bucket keeps one per
     part: every assessment reads it)."""
 
-    __slots__ = ("arr", "beta", "counts", "n", "t", "u")
+    __slots__ = ("arr", "beta", "n", "t", "u", "values")
 
     def __init__(self, cal: Sequence[float] | np.ndarray) -> None:
         self.arr = np.asarray(cal, dtype=np.float64)
+        self.values: list[float] = self.arr.tolist()
         self.n = n = int(self.arr.size)
         self.t, self.u, self.beta = min(n, max(5, n // 20)), math.nan, math.nan
-        self.counts = np.arange(n, 0, -1, dtype=np.float64)
         if n:
             self.u = float(self.arr[n - self.t])
             self.beta = max(float(self.arr[n - self.t:].mean() - self.u), _resolution(self.arr, self.t), 1e-6)
@@ -75,8 +76,25 @@ class CountTail:
         if self.n == 0:
             return 0.0
         if s <= self.u:
-            return float(np.interp(s, self.arr, self.counts, left=float(self.n)))
+            return self._interp(s)
         return self.t * math.exp(-(s - self.u) / self.beta)
+
+    def _interp(self, s: float) -> float:
+        """``np.interp(s, arr, [n, n - 1, ..., 1], left=n)`` for one value, with its arithmetic and its branches
+        (numpy's arr_interp: the last point at or below ``s``, its value where ``s`` equals it, else the line to the
+        next point), in plain floats: a quarter of the time for the one value an assessment asks per part."""
+        xs, n = self.values, self.n
+        j = bisect.bisect_right(xs, s) - 1  # xs[j] <= s < xs[j + 1]: numpy's binary search on sorted points
+        if j < 0:
+            return float(n)
+        y = float(n - j)
+        if j == n - 1 or xs[j] == s:
+            return y
+        slope = -1.0 / (xs[j + 1] - xs[j])  # numpy: (y[j + 1] - y[j]) / (x[j + 1] - x[j]), y[j + 1] - y[j] = -1 exactly
+        r = slope * (s - xs[j]) + y
+        if math.isnan(r):  # numpy's fallback: the line from the other end
+            r = slope * (s - xs[j + 1]) + (y - 1.0)
+        return r
 
 
 def tail_count(cal: Sequence[float] | np.ndarray, s: float) -> float:

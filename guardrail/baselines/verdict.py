@@ -71,7 +71,7 @@ class Verdict(BaseModel):
     def monitor_point(self) -> tuple[int, float] | None:
         """(length bucket, monitor score): what a drift monitor observes for this text (None: not judged here,
         e.g. unscorable).  Not part of the report."""
-        return self._monitor
+        return self.__pydantic_private__["_monitor"]  # type: ignore[index]  # (not pydantic's __getattr__)
 
 
 def unscorable(side: Literal["prompt", "output"], reason: str, *, scorer: str, scorer_kind: ScorerKind,

@@ -33,10 +33,13 @@ import numpy as np
 
 from ..baselines.verdict import DriftState, Verdict
 
+_LN10 = math.log(10)
+
 __all__ = ["PROCESS_DRIFT", "DriftBoard", "DriftMonitor", "DriftState", "observed"]
 
 _EPS = np.linspace(0.01, 0.99, 99)  # the mixture grid
 _LOG_EPS = np.log(_EPS)
+_EPS_M1 = _EPS - 1.0
 
 
 class DriftMonitor:
@@ -85,7 +88,7 @@ class DriftMonitor:
         """Feed one p-value that is uniform and independent of the earlier ones under the null; returns log10 M
         (0 right after an alarm: the martingale restarts)."""
         p = min(1.0, max(float(p_value), 1e-300))
-        self._log_m += _LOG_EPS + (_EPS - 1.0) * math.log(p)
+        self._log_m += _LOG_EPS + _EPS_M1 * math.log(p)
         self.n += 1
         v = self.log10_martingale
         self.max_log10 = max(self.max_log10, v)
@@ -97,8 +100,8 @@ class DriftMonitor:
     @property
     def log10_martingale(self) -> float:
         """log10 of the mixture (the mean over the grid of the power martingales), since the last restart."""
-        top = float(self._log_m.max())
-        return (top + math.log(float(np.exp(self._log_m - top).sum()) / _EPS.size)) / math.log(10)  # = .mean()
+        top = float(np.maximum.reduce(self._log_m))  # = .max(), .sum() without their Python wrappers
+        return (top + math.log(float(np.add.reduce(np.exp(self._log_m - top))) / _EPS.size)) / _LN10  # = .mean()
 
     @property
     def alarmed(self) -> bool:
