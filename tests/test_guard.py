@@ -260,6 +260,19 @@ def test_nearest_regime_baseline_judges_the_serving_models_own_output():
         b.id for b in shipped if b.unit["temperature"] == 0.7)
 
 
+def test_alternatives_are_kept_only_when_the_caller_asks_for_them():
+    """The output is judged by its tokens' entropy: the backend is told to keep each token's alternatives only
+    when the caller wants them back (top_logprobs > 0)."""
+    guard, be = make("default", [benign(), generation(benign(60, seed=3))])
+    run(guard.chat(USER))
+    guard2, be2 = make("default", [benign(), generation(benign(60, seed=3))])
+    run(guard2.chat(USER, logprobs=True, top_logprobs=2))
+    asked = [[arg for m, arg in b.calls if m == "generate"] for b in (be, be2)]
+    assert [len(a) for a in asked] == [1, 1]
+    assert asked[0][0].logprobs and not asked[0][0].alternatives
+    assert asked[1][0].logprobs and asked[1][0].alternatives and asked[1][0].top_logprobs >= 2
+
+
 def test_sync_facade_and_reproducible_seeds():
     guard, _ = make("default", [benign(), generation(word_salad()), generation(benign(60))])
     sync = SyncGuard(guard)

@@ -68,6 +68,34 @@ def test_chat_output_matches_recorded_values():
     assert score.whole.n_special == 1 and score.whole.n_scored == len(entries) - 1
 
 
+@pytest.mark.parametrize("name", ["a_chat_logprobs.json", "b_chat_logprobs_prompt_logprobs.json",
+                                  "h_litellm_hosted_vllm_model_dump.json"])
+def test_without_alternatives_tokens_keep_their_entropy_and_the_segment_its_k(name):
+    """A caller that does not hand the alternatives on (the Guard, unless its client asked for them) reads them
+    for their entropy only: every token and the segment equal the full reading but for ``top``, and the same holds
+    for a stream of the same entries."""
+    choice = load(name)["choices"][0]
+    full = chat_output_segment(choice, ORIGIN)
+    lean = chat_output_segment(choice, ORIGIN, alternatives=False)
+    assert any(t.top for t in full.tokens) and not any(t.top for t in lean.tokens)
+    strip = lambda seg: [(t.text, t.bytes, t.logprob, t.token_id, t.start, t.end, t.flags, t.entropy)  # noqa: E731
+                         for t in seg.tokens]
+    assert strip(lean) == strip(full)
+    assert (lean.text, lean.entropy_k, lean.notes) == (full.text, full.entropy_k, full.notes)
+    assert lean.entropy_k == max(len(t.top) for t in full.tokens)
+    chunks = [{"choices": [{"index": 0, "logprobs": {"content": [e]}, "finish_reason": None}]}
+              for e in choice["logprobs"]["content"]]
+    segs = []
+    for alternatives in (True, False):
+        asm = StreamAssembler(ORIGIN, alternatives=alternatives)
+        for c in chunks:
+            asm.feed(c)
+        asm.finish()
+        segs.append(asm.segment())
+    assert strip(segs[0]) == strip(segs[1]) and segs[0].entropy_k == segs[1].entropy_k == full.entropy_k
+    assert not any(t.top for t in segs[1].tokens)
+
+
 def test_litellm_model_dump_gives_the_same_segments_as_the_raw_body():
     raw = load("b_chat_logprobs_prompt_logprobs.json")
     dumped = load("h_litellm_hosted_vllm_model_dump.json")
@@ -299,10 +327,12 @@ def test_alternatives_and_their_entropy_in_every_shape():
         if len({t for t, _ in pairs}) == n:
             shapes.append(dict(pairs))
         for raw in shapes:
-            top, ent = _tops(raw)
-            assert [(a.token, a.logprob) for a in top] == kept
+            top, ent, k = _tops(raw)
+            assert [(a.token, a.logprob) for a in top] == kept and k == len(kept)
             assert [a.token_id for a in top] == [42 if t == "token_id:42" else None for t, _ in kept]
             assert ent == want_h if want_h is None else math.isclose(ent, want_h, rel_tol=1e-12, abs_tol=1e-15)
+            # without the alternatives themselves: the same entropy to the bit, and their count
+            assert _tops(raw, keep=False) == ((), ent, len(kept))
 
 
 def _owner_reference(text: str) -> list[int]:

@@ -106,6 +106,10 @@ class GenerationRequest(BaseModel):
     stop: list[str] = Field(default_factory=list)
     score_prompt: bool = False  # also return the prompt segment (template tokens flagged special)
     logprobs: bool = True  # ask for output logprobs (off when nothing needs the serving model's own)
+    # keep each output token's alternatives (Token.top); False: only their entropy and count are read (the Guard,
+    # when its caller did not ask for them: they are judged by their entropy, and building them is the larger
+    # part of reading a response's logprobs)
+    alternatives: bool = True
     # pass-through (backends with Capabilities.passthrough): fields forwarded as they came (tools,
     # response_format, vendor fields ...) and the messages as the client sent them (content parts, tool calls)
     extra: dict[str, Any] = Field(default_factory=dict)

@@ -268,7 +268,7 @@ class LiteLLMBackend(BackendBase):
         choices = body.get("choices") or []
         if not choices:
             raise UnscorableError(f"{self._where}: chat response without choices")
-        output = chat_output_segment(choices[0], self._origin)
+        output = chat_output_segment(choices[0], self._origin, alternatives=request.alternatives)
         usage = body.get("usage") or {}
         gen = Generation(
             output=output, finish_reason=str(choices[0].get("finish_reason") or "unknown"),
@@ -299,7 +299,7 @@ class LiteLLMBackend(BackendBase):
         """
         import litellm
 
-        asm = assembler or StreamAssembler(self._origin, request.max_tokens)
+        asm = assembler or StreamAssembler(self._origin, request.max_tokens, alternatives=request.alternatives)
         kw = self._request(request, stream=True)
         async with self._sem:
             with map_backend_errors(self._where):

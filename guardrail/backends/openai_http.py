@@ -171,7 +171,7 @@ class OpenAIHTTPBackend(BackendBase):
         if request.raw_prompt is not None:
             choice = {**choice, "logprobs": None}  # the legacy logprobs shape is not read here
         try:
-            seg = chat_output_segment(choice, self._origin)
+            seg = chat_output_segment(choice, self._origin, alternatives=request.alternatives)
         except UnscorableError:
             seg = self._origin.segment(text, Side.OUTPUT, [], None, ["the backend returned no output logprobs"])
         usage = body.get("usage") or {}
@@ -183,7 +183,7 @@ class OpenAIHTTPBackend(BackendBase):
             response_extra={k: body[k] for k in _RESPONSE_EXTRA if body.get(k) is not None})
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        asm = StreamAssembler(self._origin, request.max_tokens)
+        asm = StreamAssembler(self._origin, request.max_tokens, alternatives=request.alternatives)
         n_prompt, finish, index = None, None, 0
         raw = request.raw_prompt is not None
         async with self._errors(), self._client.stream(

@@ -83,11 +83,12 @@ _exp = math.exp
 _new_top = tuple.__new__  # builds a TopLogprob without the named tuple's Python-level __new__ (hot path)
 
 
-def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
-    """``[{token, logprob, bytes}]`` (chat) or ``{token: logprob}`` (legacy) -> the finite alternatives and the
-    entropy over them (nats; a top-k lower bound), in one pass."""
+def _tops(raw: Any, keep: bool = True) -> tuple[tuple[TopLogprob, ...], float | None, int]:
+    """``[{token, logprob, bytes}]`` (chat) or ``{token: logprob}`` (legacy) -> the finite alternatives, the
+    entropy over them (nats; a top-k lower bound) and how many there are, in one pass.  ``keep=False``: the
+    alternatives themselves are not built (a caller that does not hand them on: their entropy is the same)."""
     if not raw:
-        return (), None
+        return (), None, 0
     if type(raw) is list and type(raw[0]) is dict:  # a JSON body (the proxy's hot path): no intermediate pairs
         items: Any = [(t.get("token") or "", t.get("logprob")) for t in raw]
     elif type(raw) is dict or isinstance(raw, Mapping):
@@ -97,7 +98,7 @@ def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
             items = [(t.token or "", t.logprob) for t in raw]
         except AttributeError:
             items = [(_get(t, "token") or "", _get(t, "logprob")) for t in raw]
-    out = []
+    out = []  # (token, logprob) of the finite alternatives
     h = 0.0
     for tok, lp in items:
         if type(lp) is not float or not CLAMP_LOGPROB < lp <= 0.0:  # the common case skips the general checks
@@ -106,10 +107,10 @@ def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
                 continue
         if type(tok) is not str:
             tok = str(tok)
-        out.append(_new_top(TopLogprob, (tok, lp, _token_id(tok) if tok[:9] == "token_id:" else None)))
+        out.append((tok, lp))
         h -= _exp(lp) * lp
     if not out:
-        return (), None
+        return (), None, 0
     if len(out) > 1 and len({a[0] for a in out}) < len(out):
         # the sampled token listed again among its alternatives (some servers do): count each text once
         seen: set[str] = set()
@@ -118,11 +119,16 @@ def _tops(raw: Any) -> tuple[tuple[TopLogprob, ...], float | None]:
             if a[0] not in seen:
                 seen.add(a[0])
                 h -= _exp(a[1]) * a[1]
-    return tuple(out), h
+    if not keep:
+        return (), h, len(out)
+    return tuple([_new_top(TopLogprob, (tok, lp, _token_id(tok) if tok[:9] == "token_id:" else None))
+                  for tok, lp in out]), h, len(out)
 
 
-def token_from_entry(entry: Any) -> Token:
-    """One chat ``logprobs.content`` entry (dict or object) -> a Token without offsets (``start == end == 0``)."""
+def token_from_entry(entry: Any, counts: list[int] | None = None) -> Token:
+    """One chat ``logprobs.content`` entry (dict or object) -> a Token without offsets (``start == end == 0``).
+    ``counts``: the alternatives are not kept on the token (``top == ()``, their entropy is); how many there
+    were is appended here instead (the segment's ``entropy_k``: see :func:`output_segment`'s ``top_k``)."""
     if type(entry) is dict:
         text, raw_bytes, lp, raw_top = (entry.get("token"), entry.get("bytes"), entry.get("logprob"),
                                         entry.get("top_logprobs"))
@@ -146,7 +152,11 @@ def token_from_entry(entry: Any) -> Token:
             flags = frozenset((flag,))
     if text[:1] == "<" and _SPECIAL.match(text):
         flags = flags | {Flag.SPECIAL}
-    top, entropy = _tops(raw_top)
+    if counts is None:
+        top, entropy, _ = _tops(raw_top)
+    else:
+        top, entropy, k = _tops(raw_top, keep=False)
+        counts.append(k)
     return Token(text, data, lp, tid, 0, 0, top, flags, entropy)
 
 
@@ -156,12 +166,14 @@ def _top_k(tokens: Sequence[Token]) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------- output
-def output_segment(tokens: list[Token], origin: Origin, content: str | None = None, *, fresh: bool = False) -> Segment:
+def output_segment(tokens: list[Token], origin: Origin, content: str | None = None, *, fresh: bool = False,
+                   counts: list[int] | None = None) -> Segment:
     """Lay output tokens over their text: special tokens get an empty span at their place.
 
     ``content`` (the message text the server returned) wins over the tokens' own bytes; when the server cut
     the text at a stop string, tokens past the cut are dropped.  ``fresh``: the tokens were just built for this
     call and nobody else holds them -- their offsets are set in place instead of on copies (the hot path).
+    ``counts``: the number of alternatives per token when the tokens were built without them (token_from_entry).
     """
     if not tokens:
         raise UnscorableError("the backend returned no output logprobs")
@@ -199,17 +211,20 @@ def output_segment(tokens: list[Token], origin: Origin, content: str | None = No
         for t in out:
             t.end = min(t.end, len(content))
         text = content
-    return origin.segment(text, Side.OUTPUT, out, _top_k(tokens), notes)
+    return origin.segment(text, Side.OUTPUT, out, _top_k(tokens) if counts is None else max(counts, default=0) or None,
+                          notes)
 
 
-def chat_output_segment(choice: Mapping[str, Any], origin: Origin) -> Segment:
-    """``choices[i]`` of a chat response (dict) -> the output segment; no logprobs -> UnscorableError."""
+def chat_output_segment(choice: Mapping[str, Any], origin: Origin, *, alternatives: bool = True) -> Segment:
+    """``choices[i]`` of a chat response (dict) -> the output segment; no logprobs -> UnscorableError.
+    ``alternatives=False``: each token's alternatives are read for their entropy and count only, not kept."""
     lp = choice.get("logprobs") or {}
     entries = lp.get("content") if isinstance(lp, Mapping) else None
     if not entries:
         raise UnscorableError("the backend returned no output logprobs (logprobs.content is empty)")
     content = (choice.get("message") or {}).get("content")
-    return output_segment([token_from_entry(e) for e in entries], origin, content, fresh=True)
+    counts: list[int] | None = None if alternatives else []
+    return output_segment([token_from_entry(e, counts) for e in entries], origin, content, fresh=True, counts=counts)
 
 
 # ---------------------------------------------------------------------------------------------- prompt
@@ -335,7 +350,7 @@ def echo_segment(choice: Mapping[str, Any], prompt: str, origin: Origin, side: S
     for i in range(n):
         s, e, partial = spans[i]
         flags: set[Flag] = {Flag.PARTIAL_UTF8} if partial or "\ufffd" in toks[i] else set()
-        top, entropy = _tops(tops[i])
+        top, entropy, _ = _tops(tops[i])
         if i == 0:
             flags.add(Flag.NO_CONTEXT)
             tokens.append(Token(prompt[s:e], pieces[i], None, _token_id(toks[i]), s, e, (), frozenset(flags)))

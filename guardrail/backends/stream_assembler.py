@@ -24,8 +24,10 @@ class StreamAssembler:
     The final ``finish_reason`` may be lost (litellm #10686): :meth:`finish` infers it and says so.
     """
 
-    def __init__(self, origin: Origin, max_tokens: int | None = None) -> None:
+    def __init__(self, origin: Origin, max_tokens: int | None = None, *, alternatives: bool = True) -> None:
+        """``alternatives=False``: tokens carry their alternatives' entropy, not the alternatives themselves."""
         self.origin = origin
+        self._counts: list[int] | None = None if alternatives else []  # alternatives per token, when not kept
         self.max_tokens = max_tokens
         self.tokens: list[Token] = []
         self._pieces: list[str] = []  # the text so far, joined on demand (no quadratic string growth)
@@ -43,7 +45,7 @@ class StreamAssembler:
                 continue
             lp = _get(choice, "logprobs")
             for entry in (_get(lp, "content") if lp is not None else None) or ():
-                events.append(self._token(token_from_entry(entry)))
+                events.append(self._token(token_from_entry(entry, self._counts)))
             fr = _get(choice, "finish_reason")
             if fr and self.finish_reason is None:
                 self.finish_reason = str(fr)
@@ -101,6 +103,6 @@ class StreamAssembler:
         return None
 
     def segment(self) -> Segment:
-        seg = output_segment(self.tokens, self.origin)
+        seg = output_segment(self.tokens, self.origin, counts=self._counts)
         seg.notes.extend(self.notes)
         return seg

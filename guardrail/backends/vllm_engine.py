@@ -174,7 +174,9 @@ class VLLMEngineBackend(BackendBase):
         entries = [self._entry(t, d) for t, d in zip(comp.token_ids, comp.logprobs or (), strict=False)]
         if not entries:
             raise UnscorableError("the vLLM engine returned no output logprobs")
-        seg = output_segment([token_from_entry(e) for e in entries], self._origin, comp.text, fresh=True)
+        counts: list[int] | None = None if request.alternatives else []
+        seg = output_segment([token_from_entry(e, counts) for e in entries], self._origin, comp.text, fresh=True,
+                             counts=counts)
         ids = list(out.prompt_token_ids)
         gen = Generation(output=seg, finish_reason=str(comp.finish_reason or "unknown"), prompt_tokens=len(ids))
         if request.score_prompt:
@@ -190,7 +192,7 @@ class VLLMEngineBackend(BackendBase):
     ) -> AsyncIterator[TokenEvent]:
         """Token events as the engine produces them; leaving early aborts the request.  Pass an
         ``assembler`` to keep the stream's state: its ``segment()`` is the output segment at the end."""
-        asm = assembler or StreamAssembler(self._origin, request.max_tokens)
+        asm = assembler or StreamAssembler(self._origin, request.max_tokens, alternatives=request.alternatives)
         rid = f"guardrail-{uuid.uuid4().hex}"
         done = False
         try:

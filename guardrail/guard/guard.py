@@ -238,12 +238,14 @@ class Guard:
                      raw_messages: Sequence[Mapping[str, Any]] | None, raw_prompt: str | None = None) -> GenerationRequest:
         """The generation request every attempt starts from (sampling set per attempt)."""
         own = self._judge_by.get("output", ("", self.backend))[0] == "serving"
+        asked = top_logprobs  # the caller's alternatives; the guard's own need only their entropy
         if own and not self.backend.capabilities.exact_entropy:  # as many alternatives as the baselines saw
             ks = [b.entropy_k for b in [self.baselines["output"], *self.regimes]]
             # (a k above 20: entropies over the whole vocabulary, which no top-k request gives)
             top_logprobs = max([top_logprobs, *(k for k in ks if k is not None and k <= 20)])
         return GenerationRequest(messages=msgs, max_tokens=max_tokens, stop=[stop] if isinstance(stop, str) else
                                  list(stop), top_logprobs=top_logprobs, logprobs=logprobs or own or top_logprobs > 0,
+                                 alternatives=asked > 0,
                                  extra=dict(extra or {}),
                                  raw_messages=[dict(m) for m in raw_messages] if raw_messages is not None else None,
                                  raw_prompt=raw_prompt)
