@@ -98,7 +98,7 @@ def _tops(raw: Any, keep: bool = True) -> tuple[tuple[TopLogprob, ...], float | 
             items = [(t.token or "", t.logprob) for t in raw]
         except AttributeError:
             items = [(_get(t, "token") or "", _get(t, "logprob")) for t in raw]
-    out = []  # (token, logprob) of the finite alternatives
+    out: list = []  # the finite alternatives: TopLogprob (keep) or (token, logprob) pairs
     h = 0.0
     for tok, lp in items:
         if type(lp) is not float or not CLAMP_LOGPROB < lp <= 0.0:  # the common case skips the general checks
@@ -107,7 +107,8 @@ def _tops(raw: Any, keep: bool = True) -> tuple[tuple[TopLogprob, ...], float | 
                 continue
         if type(tok) is not str:
             tok = str(tok)
-        out.append((tok, lp))
+        out.append(_new_top(TopLogprob, (tok, lp, _token_id(tok) if tok[:9] == "token_id:" else None)) if keep
+                   else (tok, lp))
         h -= _exp(lp) * lp
     if not out:
         return (), None, 0
@@ -119,10 +120,7 @@ def _tops(raw: Any, keep: bool = True) -> tuple[tuple[TopLogprob, ...], float | 
             if a[0] not in seen:
                 seen.add(a[0])
                 h -= _exp(a[1]) * a[1]
-    if not keep:
-        return (), h, len(out)
-    return tuple([_new_top(TopLogprob, (tok, lp, _token_id(tok) if tok[:9] == "token_id:" else None))
-                  for tok, lp in out]), h, len(out)
+    return (tuple(out) if keep else ()), h, len(out)
 
 
 def token_from_entry(entry: Any, counts: list[int] | None = None) -> Token:
