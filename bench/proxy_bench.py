@@ -8,9 +8,11 @@ tokens with 5 alternatives each, no sleeps), one uvicorn worker each:
   streams assessed every 16 tokens.
 
 Latency: sequential requests (p50, p99); throughput: 32 concurrent clients; streams: time to the first byte and
-to the end; guardrail's and the floor's process CPU per streamed chunk (/proc); 200 concurrent streams held;
-tokens saved by the early abort on a degenerate fake stream.  The load generator runs on the same 2 cores, so
-absolute figures are pessimistic; compare the targets with each other.
+to the end; guardrail's and the floor's process CPU per streamed chunk (/proc); 200 concurrent streams held.  The
+load generator runs on the same 2 cores, so absolute figures are pessimistic; compare the targets with each other.
+This VM's speed swings up to 2x within minutes: the measurements run in ROUNDS rounds, each measuring every target
+in turn, and each summary figure (a difference or a ratio between two targets) is the median over the rounds of
+that comparison within a round (``summary_rounds`` lists them).
 
 * litellm: LiteLLM's own proxy (``litellm --config``, one worker) in front of the same fake backend, from its own
   virtual environment (``make litellm-proxy-env``: ``litellm[proxy]`` pins clash with ours); skipped, and said
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 N_SEQ, N_THROUGHPUT, CONCURRENCY, N_STREAM, N_HELD = 300, 1200, 32, 100, 200
+ROUNDS, WARMUP = 5, 10  # N_SEQ, N_THROUGHPUT and N_STREAM are split over the rounds
 
 
 def free_port() -> int:
@@ -126,51 +129,93 @@ def cpu_s(pid: int) -> float:
 BODY = {"model": "fake", "max_tokens": 40, "messages": [{"role": "user", "content": "Tell me about rivers."}]}
 
 
-async def measure(url: str, pid: int | None, headers: dict | None = None) -> dict:
+async def measure_round(url: str, pid: int | None, headers: dict | None, n_seq: int, n_tp: int,
+                        n_stream: int) -> dict:
+    """One round against one target: sequential latencies, throughput at CONCURRENCY, streams (first content, end,
+    the target's CPU per streamed token)."""
     out: dict = {}
     limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as c:
-        for _ in range(30):  # warm-up
+        for _ in range(WARMUP):
             (await c.post(url, json=BODY)).raise_for_status()
         lat = []
-        for _ in range(N_SEQ):
+        for _ in range(n_seq):
             t = time.perf_counter()
             r = await c.post(url, json=BODY)
             lat.append((time.perf_counter() - t) * 1e3)
             r.raise_for_status()
-        out["p50_ms"], out["p99_ms"] = round(float(np.percentile(lat, 50)), 2), round(float(np.percentile(lat, 99)), 2)
+        out["lat_ms"] = lat
         sem = asyncio.Semaphore(CONCURRENCY)
 
         async def one() -> None:
             async with sem:
                 (await c.post(url, json=BODY)).raise_for_status()
         t = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(N_THROUGHPUT)))
-        out["requests_per_s"] = round(N_THROUGHPUT / (time.perf_counter() - t), 1)
-        ttfb, total, chunks = [], [], 0
+        await asyncio.gather(*(one() for _ in range(n_tp)))
+        out["requests_per_s"] = n_tp / (time.perf_counter() - t)
+        ttfb, total = [], []
         cpu0 = cpu_s(pid) if pid else None
-        for _ in range(N_STREAM):
+        for _ in range(n_stream):
             t = time.perf_counter()
             first = None
             async with c.stream("POST", url, json={**BODY, "stream": True}) as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line and first is None:
                         first = time.perf_counter()
-                    chunks += line.startswith("data: ")
             ttfb.append(((first or time.perf_counter()) - t) * 1e3)
             total.append((time.perf_counter() - t) * 1e3)
         if pid:
-            out["cpu_ms_per_streamed_token"] = round((cpu_s(pid) - cpu0) * 1e3 / (N_STREAM * 32), 4)
-        out["stream_first_content_p50_ms"] = round(float(np.percentile(ttfb, 50)), 2)
-        out["stream_total_p50_ms"] = round(float(np.percentile(total, 50)), 2)
+            out["cpu_ms_per_streamed_token"] = (cpu_s(pid) - cpu0) * 1e3 / (n_stream * 32)
+        out["ttfb_ms"], out["stream_ms"] = ttfb, total
+    return out
 
+
+async def held_streams(url: str, headers: dict | None) -> int:
+    """N_HELD streams at once: how many did not end with a 200 and ``[DONE]``."""
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=256)
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as c:
         async def held() -> bool:
             async with c.stream("POST", url, json={**BODY, "stream": True}) as r:
                 text = "".join([line async for line in r.aiter_lines()])
             return r.status_code == 200 and "[DONE]" in text
         oks = await asyncio.gather(*(held() for _ in range(N_HELD)), return_exceptions=True)
-        out[f"concurrent_streams_{N_HELD}_errors"] = sum(1 for o in oks if o is not True)
-    return out
+    return sum(1 for o in oks if o is not True)
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(xs, q)), 2)
+
+
+def measure_all(targets: list[tuple[str, str, int | None, dict | None]]) -> tuple[dict, list[dict]]:
+    """ROUNDS rounds, each measuring every target in turn (the order rotated from round to round): this VM's speed
+    swings within minutes, so a comparison is made within a round and its median over the rounds reported.  Per
+    target: p50 / p99 over all its rounds' requests, requests/s and CPU per streamed token as the median round."""
+    rounds: list[dict] = []
+    for k in range(ROUNDS):
+        order = targets[k % len(targets):] + targets[:k % len(targets)]
+        rounds.append({name: asyncio.run(measure_round(url + "/chat/completions", pid, auth, N_SEQ // ROUNDS,
+                                                       N_THROUGHPUT // ROUNDS, N_STREAM // ROUNDS))
+                       for name, url, pid, auth in order})
+    res = {}
+    for name, url, pid, auth in targets:
+        rs = [r[name] for r in rounds]
+        t = {"p50_ms": _pct([x for r in rs for x in r["lat_ms"]], 50),
+             "p99_ms": _pct([x for r in rs for x in r["lat_ms"]], 99),
+             "requests_per_s": round(float(np.median([r["requests_per_s"] for r in rs])), 1),
+             "stream_first_content_p50_ms": _pct([x for r in rs for x in r["ttfb_ms"]], 50),
+             "stream_total_p50_ms": _pct([x for r in rs for x in r["stream_ms"]], 50)}
+        if pid:
+            t["cpu_ms_per_streamed_token"] = round(float(np.median([r["cpu_ms_per_streamed_token"] for r in rs])), 4)
+        t[f"concurrent_streams_{N_HELD}_errors"] = asyncio.run(held_streams(url + "/chat/completions", auth))
+        res[name] = t
+        print(name, t, flush=True)
+    return res, rounds
+
+
+def _per_round(rounds: list[dict], f) -> dict:
+    """f(round) for every round, and its median: the comparison within each round."""
+    vals = [f(r) for r in rounds]
+    return {"median": round(float(np.median(vals)), 4), "rounds": [round(v, 4) for v in vals]}
 
 
 def main() -> None:
@@ -227,28 +272,35 @@ def main() -> None:
                                                     capture_output=True, text=True).stdout.strip()
         else:
             res["litellm_skipped"] = f"{LITELLM} not found (make litellm-proxy-env)"
-        for name, url, pid in targets:
-            auth = {"authorization": f"Bearer {LITELLM_KEY}"} if name == "litellm" else None
-            res["targets"][name] = asyncio.run(measure(url + "/chat/completions", pid, auth))
-            print(name, res["targets"][name], flush=True)
-        t = res["targets"]
+        key = {"authorization": f"Bearer {LITELLM_KEY}"}
+        res["rounds"] = ROUNDS
+        res["targets"], rounds = measure_all([(name, url, pid, key if name == "litellm" else None)
+                                              for name, url, pid in targets])
         r = httpx.post(f"http://127.0.0.1:{gp}/v1/chat/completions", json=BODY).json()["guardrail"]
         res["guardrail_report_check"] = {"action": r["action"], "output_p": r["attempts"][0]["output"]["p_value"],
                                          "scorer": r["scorers"]}
-        res["summary"] = {
-            "guardrail_added_p50_ms_beyond_floor": round(t["guardrail"]["p50_ms"] - t["floor"]["p50_ms"], 2),
-            "floor_added_p50_ms_over_direct": round(t["floor"]["p50_ms"] - t["direct"]["p50_ms"], 2),
-            "guardrail_requests_per_s_vs_floor": round(t["guardrail"]["requests_per_s"] / t["floor"]["requests_per_s"], 3),
-            "guardrail_cpu_ms_per_streamed_token_beyond_floor": round(
-                t["guardrail"]["cpu_ms_per_streamed_token"] - t["floor"]["cpu_ms_per_streamed_token"], 4),
+        p50 = lambda x: float(np.percentile(x, 50))  # noqa: E731
+        per = {  # each a comparison within a round, its median over the rounds the summary's figure
+            "guardrail_added_p50_ms_beyond_floor": _per_round(
+                rounds, lambda r: p50(r["guardrail"]["lat_ms"]) - p50(r["floor"]["lat_ms"])),
+            "floor_added_p50_ms_over_direct": _per_round(
+                rounds, lambda r: p50(r["floor"]["lat_ms"]) - p50(r["direct"]["lat_ms"])),
+            "guardrail_requests_per_s_vs_floor": _per_round(
+                rounds, lambda r: r["guardrail"]["requests_per_s"] / r["floor"]["requests_per_s"]),
+            "guardrail_cpu_ms_per_streamed_token_beyond_floor": _per_round(
+                rounds, lambda r: r["guardrail"]["cpu_ms_per_streamed_token"] - r["floor"]["cpu_ms_per_streamed_token"]),
         }
-        if "litellm" in t:
-            res["summary"].update({
-                "litellm_added_p50_ms_over_direct": round(t["litellm"]["p50_ms"] - t["direct"]["p50_ms"], 2),
-                "guardrail_requests_per_s_vs_litellm": round(
-                    t["guardrail"]["requests_per_s"] / t["litellm"]["requests_per_s"], 2),
-                "litellm_cpu_ms_per_streamed_token": t["litellm"]["cpu_ms_per_streamed_token"],
+        if "litellm" in res["targets"]:
+            per.update({
+                "litellm_added_p50_ms_over_direct": _per_round(
+                    rounds, lambda r: p50(r["litellm"]["lat_ms"]) - p50(r["direct"]["lat_ms"])),
+                "guardrail_requests_per_s_vs_litellm": _per_round(
+                    rounds, lambda r: r["guardrail"]["requests_per_s"] / r["litellm"]["requests_per_s"]),
+                "litellm_cpu_ms_per_streamed_token": _per_round(
+                    rounds, lambda r: r["litellm"]["cpu_ms_per_streamed_token"]),
             })
+        res["summary"] = {k: round(v["median"], 4 if "cpu" in k else 2) for k, v in per.items()}
+        res["summary_rounds"] = {k: v["rounds"] for k, v in per.items()}
         args.out.write_text(json.dumps(res, indent=2) + "\n")
         print(json.dumps(res["summary"], indent=1))
     finally:
