@@ -128,12 +128,24 @@ def test_a_small_context_evicts_by_need_and_a_full_cache_is_retried():
         async def go():
             for c in grow:
                 await b.score_reply(MSGS, c, session="old")
-            assert len(eng.sessions) == 1 and eng.sessions.cells > 150
+            old_cells = eng.sessions.cells
+            assert len(eng.sessions) == 1 and old_cells > 150
             for c in grow:
                 last = await b.score_reply(MSGS, "Also: " + c, session="new")
-            # both would need more than 256 cells: the old one gave way to the new one's tokens
-            assert len(eng.sessions) == 1 and 150 < eng.sessions.cells <= eng.n_ctx
-            same(last, await b.score_reply(MSGS, "Also: " + long))  # (its 210 tokens evict the session)
+            # both would need more than 256 cells: the old one gave up the tail the new one's tokens needed, and
+            # kept its head
+            new_cells = len(last.tokens) + len(b._prompt(MSGS)[1])
+            assert len(eng.sessions) == 2 and eng.sessions.cells == eng.n_ctx
+            assert 0 < eng.sessions.cells - new_cells < old_cells
+            # the old answer's next call decodes its lost tail (and makes room again), not the whole answer
+            before = eng.sessions.decoded
+            same(await b.score_reply(MSGS, grow[-1], session="old"), await b.score_reply(MSGS, grow[-1]))
+            assert 0 < eng.sessions.decoded - before < old_cells
+            fresh = await b.score_reply(MSGS, "Also: " + long)  # a fresh call: the sessions give way to its tokens
+            same(last, fresh)
+            assert eng.sessions.cells <= eng.n_ctx - len(fresh.tokens)
+            await b.end_session("old")
+            await b.end_session("new")
             assert len(eng.sessions) == 0
             await b.score_reply(MSGS, cuts[1], session="kept")
             # no room found once: the sessions are evicted and the decode tried again
@@ -215,10 +227,12 @@ def test_alternatives_through_a_session():
         b.close()
 
 
-def test_more_streams_than_reply_sessions_thrash_and_reply_sessions_sets_how_many(backend):
-    """Five answers growing side by side, checkpoints taken in turn: with four sessions each checkpoint finds its
-    session evicted (least recently used) and decodes its answer again; with the default eight every answer keeps
-    its session and each checkpoint decodes only what is new.  Both read the same numbers."""
+def test_more_streams_than_reply_sessions_and_reply_sessions_sets_how_many(backend):
+    """Five answers growing side by side, checkpoints taken in turn: with the default eight sessions every answer
+    keeps its session and each checkpoint decodes only what is new; with four, one session gives way at each miss
+    -- the one used last, whose answer is called again last -- so some checkpoints decode their answer again, but
+    far from all (least recently used eviction would make every checkpoint start over).  The same numbers either
+    way."""
     from guardrail.backends.llamacpp import LlamaCppBackend
     from guardrail.errors import ConfigError
 
@@ -247,6 +261,36 @@ def test_more_streams_than_reply_sessions_thrash_and_reply_sessions_sets_how_man
     n_prompt = len(backend._prompt(MSGS)[1])
     whole = sum(len(r.tokens) for r in last8)  # the finished answers' tokens, decoded about once with 8 sessions
     assert eight < whole + 5 * n_prompt + 5 * 4 * len(cuts)  # each token about once (a cut word re-decoded)
-    assert four > 2 * eight  # with 4 sessions for 5 answers every checkpoint starts over
+    # every checkpoint starting over would decode each prefix whole
+    restart = sum(n_prompt + len(r.tokens) for c in cuts for r in [run(backend.score_reply(MSGS, "(a) " + c))])
+    restart *= len(keys)
+    assert eight < four < 0.75 * restart
     for a, b in zip(last4, last8, strict=True):
         same(a, b)
+
+
+def test_an_idle_session_gives_way_first():
+    """A session left idle (a stream that ended without closing it) goes before any session in use: with two
+    sequences, the idle one gives way to a new answer, and the answer in use keeps its cells."""
+    from guardrail.backends.llamacpp import LlamaCppBackend
+
+    b = LlamaCppBackend(reply_sessions=2)
+    s = b.engine.sessions
+    cuts = prefixes(ANSWER)[:8]
+    try:
+        async def go():
+            await b.score_reply(MSGS, "(idle) " + cuts[0], session="idle")
+            for c in cuts[:6]:  # more than 2 x capacity session calls since the idle one's last
+                await b.score_reply(MSGS, c, session="a")
+            await b.score_reply(MSGS, "(b) " + cuts[0], session="b")  # no sequence free: the idle session goes
+            before = s.decoded
+            got = await b.score_reply(MSGS, cuts[6], session="a")
+            same(got, await b.score_reply(MSGS, cuts[6]))
+            grown = len(got.tokens) - len((await b.score_reply(MSGS, cuts[5])).tokens)
+            assert s.decoded - before <= grown + 3  # only what is new (a cut word re-read): "a" kept its cells
+            before = s.decoded
+            await b.score_reply(MSGS, "(idle) " + cuts[1], session="idle")
+            assert s.decoded - before > len(b._prompt(MSGS)[1])  # the idle one starts over
+        run(go())
+    finally:
+        b.close()

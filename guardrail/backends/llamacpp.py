@@ -15,8 +15,8 @@
   admitted by a fair, bounded, cancel-safe :class:`~guardrail.backends.gate.ModelGate` (``max_waiting``; beyond
   it ``BackendBusyError``): waiters cost no thread, and a cancelled caller never leaves the model held.
 * ``reply_sessions`` (8): KV-cache sequences kept for streams judged at checkpoints, as many as such streams at
-  once (least recently used evicted: its next checkpoint decodes the answer again), ~250 tokens each in 2,048
-  cells; not part of the scorer id (docs/scoring.md, docs/benchmarks.md).
+  once, ~250 tokens each in 2,048 cells (beyond, they give up tails, idle and most recently used first:
+  llama_sessions); not part of the scorer id (docs/scoring.md, docs/benchmarks.md).
 """
 
 from __future__ import annotations
