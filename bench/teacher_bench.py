@@ -101,8 +101,8 @@ def bench_teacher_load(concurrency: Sequence[int] = (1, 4, 5, 8), rate: float = 
     (``embedded_every: 0``, the default: text is released as it comes) or every 16 pieces with reply sessions (text
     held until its checkpoint).  Per configuration: the median over streams of the time to the first released text
     and to the stream's end, the median wall time of the K streams, the tokens the model decoded through reply
-    sessions per stream (what the checkpoints cost it: the engine keeps ``sessions`` of them, least recently used
-    evicted, and an evicted session's next checkpoint decodes the answer so far again), and the final actions;
+    sessions per stream (what the checkpoints cost it: the engine keeps ``sessions`` of them, and a session that
+    gave way -- see llama_sessions -- decodes what it lost again at its next checkpoint), and the final actions;
     odd rounds run the configurations in the reverse order."""
     from guardrail.backends.llamacpp import LlamaCppBackend
     from guardrail.backends.scripted import ScriptedBackend
